@@ -1,0 +1,149 @@
+"""Audio decoding, speaker-aware splits and batch collation. No model code lives here."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+SAMPLE_RATE = 16_000
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".webm", ".m4a", ".aac", ".aiff", ".aif")
+
+
+class AudioError(ValueError):
+    """Raised when a file cannot be turned into speech samples; the message names the file."""
+
+
+def load_audio(path: str | Path, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Return the file's samples as mono float32 at `sampling_rate` (16 kHz by default)."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: the file is empty")
+    try:
+        import soundfile as sf
+
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        audio = audio.mean(axis=1)
+    except Exception:  # formats libsndfile lacks (webm, m4a): librosa falls back to ffmpeg
+        try:
+            import librosa
+
+            audio, sr = librosa.load(str(path), sr=None, mono=True)
+        except Exception as err:
+            raise AudioError(f"{path}: not a readable audio file ({type(err).__name__}: {err})") from None
+    return to_model_rate(audio, sr, sampling_rate, name=str(path))
+
+
+def to_model_rate(audio: np.ndarray, sr: int, sampling_rate: int = SAMPLE_RATE, name: str = "audio") -> np.ndarray:
+    """Return `audio` (samples, or samples x channels) as mono float32 resampled to `sampling_rate`."""
+    audio = np.asarray(audio)
+    if np.issubdtype(audio.dtype, np.integer):  # e.g. int16 from a browser recording
+        audio = audio.astype(np.float32) / np.iinfo(audio.dtype).max
+    audio = audio.astype(np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1 if audio.shape[1] <= 8 else 0)
+    if audio.size == 0:
+        raise AudioError(f"{name}: contains no samples")
+    if not np.all(np.isfinite(audio)):
+        raise AudioError(f"{name}: contains NaN or infinite samples")
+    if sr != sampling_rate:
+        import soxr
+
+        audio = soxr.resample(audio, sr, sampling_rate, quality="HQ").astype(np.float32)
+    return audio
+
+
+def audio_digest(audio: np.ndarray) -> str:
+    """Return a short content hash of decoded samples (the key of the encoder-output cache)."""
+    return hashlib.sha1(np.ascontiguousarray(audio, dtype=np.float32).tobytes()).hexdigest()[:20]
+
+
+def find_audio_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """Return the audio files named by `inputs`, searching folders recursively, in a stable order."""
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()))
+        else:
+            found.append(item)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits. Each returns a list of folds; a fold is a dict of index arrays "train", "val", "test".
+# Speaker-independent protocols also keep the validation speakers out of training, so that early
+# stopping never sees a test or training voice.
+# ---------------------------------------------------------------------------------------------
+def _stratified_split(idx: np.ndarray, labels: np.ndarray, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Return (rest, held) where `held` takes about `fraction` of each label of `idx`."""
+    held = []
+    for label in np.unique(labels[idx]):
+        members = rng.permutation(idx[labels[idx] == label])
+        held.extend(members[: max(1, round(len(members) * fraction))] if len(members) > 1 else [])
+    held = np.array(sorted(held), dtype=int)
+    return np.setdiff1d(idx, held), held
+
+
+def _speaker_val(train_idx: np.ndarray, speakers: np.ndarray, labels: np.ndarray, n_val: int, rng):
+    """Return (train, val): `n_val` speakers of `train_idx` held out, chosen to cover most labels."""
+    spk = np.unique(speakers[train_idx])
+    if len(spk) <= n_val:  # too few voices for a speaker-disjoint validation set: fall back
+        return _stratified_split(train_idx, labels, 0.1, rng)
+    order = rng.permutation(spk)
+    coverage = [len(np.unique(labels[train_idx][speakers[train_idx] == s])) for s in order]
+    chosen = [order[i] for i in np.argsort(coverage, kind="stable")[::-1][:n_val]]
+    is_val = np.isin(speakers[train_idx], chosen)
+    return train_idx[~is_val], train_idx[is_val]
+
+
+def make_folds(
+    labels: Sequence[str],
+    speakers: Sequence[str],
+    protocol: str = "speaker_kfold",
+    k: int = 5,
+    sessions: Sequence[str | None] | None = None,
+    test_speakers: Sequence[str] | None = None,
+    val_speakers: int = 1,
+    seed: int = 0,
+) -> list[dict[str, np.ndarray]]:
+    """Return the folds of `protocol` over utterances with these labels and speakers.
+
+    protocols: random (stratified 8:1:1, the original 9:1 train/test with a validation slice),
+    speaker_kfold (k folds of whole speakers), loso (leave one speaker out),
+    loso_session (leave one session out), fixed (the given test speakers).
+    """
+    labels, speakers = np.asarray(labels), np.asarray(speakers)
+    rng = np.random.default_rng(seed)
+    every = np.arange(len(labels))
+    if protocol == "random":
+        rest, test = _stratified_split(every, labels, 0.1, rng)
+        train, val = _stratified_split(rest, labels, 1 / 9, rng)
+        return [{"train": train, "val": val, "test": test}]
+    if protocol == "loso":
+        groups = [[s] for s in np.unique(speakers)]
+    elif protocol == "loso_session":
+        if sessions is None or any(s is None for s in sessions):
+            raise ValueError("leave-one-session-out needs a session for every utterance (IEMOCAP has them)")
+        sessions = np.asarray(sessions)
+        groups = [sorted(set(speakers[sessions == s])) for s in np.unique(sessions)]
+    elif protocol == "speaker_kfold":
+        spk = rng.permutation(np.unique(speakers))
+        if k < 2 or k > len(spk):
+            raise ValueError(f"speaker_kfold needs 2 <= k <= number of speakers ({len(spk)}), got k={k}")
+        groups = [list(part) for part in np.array_split(spk, k)]
+    elif protocol == "fixed":
+        missing = sorted(set(test_speakers or []) - set(speakers))
+        if not test_speakers or missing:
+            raise ValueError(f"fixed protocol needs --test_speakers from the data; unknown: {missing}")
+        groups = [list(test_speakers)]
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}; one of random, speaker_kfold, loso, loso_session, fixed")
+    folds = []
+    for group in groups:
+        is_test = np.isin(speakers, group)
+        train, val = _speaker_val(every[~is_test], speakers, labels, val_speakers, rng)
+        folds.append({"train": train, "val": val, "test": every[is_test]})
+    return folds
