@@ -3,8 +3,23 @@
 A corpus is named by a spec string (read_corpus, read_corpora):
 
   emodb | ravdess | urdu        a corpus folder under corpora_root() (env SER_CORPORA, else ../shared/corpora)
-  NAME=PATH                     reader NAME on an explicit root, NAME one of: emodb ravdess urdu
-  NAME=PATH:OPTIONS             options are comma-separated, `key=value` or a bare flag
+  NAME=PATH                     a corpus in its own layout; NAME is one of
+      emodb ravdess urdu cremad tess casia iemocap  (the corpus's original file names)
+      folder    PATH/<emotion>/**/*.wav, emotion folder names like angry, anger, Happiness, fear
+      csv       a manifest with columns path,label[,speaker]; relative paths are resolved
+                against the CSV's folder
+      hf        a Hugging Face dataset (hub name or local folder) read with `datasets`
+  NAME=PATH:OPTIONS             comma-separated `key=value` items or bare flags:
+      iemocap=PATH:merge_excited                  "excited" becomes happy (4-class IEMOCAP also
+                                                  needs keep=neutral,happy,sad,angry)
+      hf=PATH:audio=audio,label=label,split=session1+session2,speaker=speaker,merge_excited
+                (defaults: columns audio and label, all splits, no speaker column)
+
+Speakers: the folder reader knows none ("folder:unknown"), nor csv/hf without a speaker column;
+speaker-independent protocols need them, so give a CSV a speaker column. IEMOCAP speakers are
+session + gender ("iemocap:Ses01F"), and its utterances carry their session ("Session1"); an hf
+dataset whose splits are named session1..session5 (the IEMOCAP_Audio layout) does the same, with
+the session as the speaker when there is no speaker column.
 
 Readers never decode audio (they only list files), skip non-audio files, return their utterances
 sorted by path, and raise ValueError naming the path when a root is missing or yields nothing.
@@ -13,6 +28,8 @@ speakers of different corpora never collide.
 """
 from __future__ import annotations
 
+import csv
+import hashlib
 import inspect
 import os
 import re
@@ -25,8 +42,12 @@ from data_process import AUDIO_EXTENSIONS
 CANONICAL = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised", "boredom")
 
 SPEC_FORMS = """valid corpus specs:
-  emodb | ravdess | urdu          a corpus folder under corpora_root()
-  emodb=PATH  ravdess=PATH  urdu=PATH"""
+  emodb | ravdess | urdu                 a corpus folder under corpora_root()
+  emodb=PATH  ravdess=PATH  urdu=PATH  cremad=PATH  tess=PATH  casia=PATH
+  iemocap=PATH[:merge_excited]          raw IEMOCAP (Session1..5)
+  folder=PATH                            PATH/<emotion>/**/*.wav
+  csv=MANIFEST.csv                       columns path,label[,speaker]
+  hf=NAME_OR_PATH[:audio=COL,label=COL,split=A+B,speaker=COL,merge_excited]"""
 
 
 @dataclass(frozen=True)
@@ -50,11 +71,37 @@ def corpora_root() -> Path:
 EMODB_LABELS = dict(W="angry", L="boredom", E="disgust", A="fearful", F="happy", T="sad", N="neutral")
 RAVDESS_LABELS = dict(zip(["01", "02", "03", "04", "05", "06", "07", "08"], CANONICAL[:8]))
 URDU_LABELS = dict(A="angry", H="happy", N="neutral", S="sad")
+CREMAD_LABELS = dict(ANG="angry", DIS="disgust", FEA="fearful", HAP="happy", NEU="neutral", SAD="sad")
+IEMOCAP_LABELS = dict(neu="neutral", hap="happy", sad="sad", ang="angry", sur="surprised", fea="fearful", dis="disgust")
+IEMOCAP_DROPPED = ("xxx", "oth", "fru", "exc", "other", "frustrated", "excited")  # hf labels skipped, not errors
+ALIASES = {name: name for name in CANONICAL} | IEMOCAP_LABELS | {  # lower-case names -> CANONICAL
+    "anger": "angry", "happiness": "happy", "joy": "happy", "sadness": "sad", "fear": "fearful",
+    "disgusted": "disgust", "surprise": "surprised", "ps": "surprised", "pleasant_surprise": "surprised",
+    "pleasant_surprised": "surprised", "bored": "boredom",
+}
+
+
+def _alias(name: str) -> str | None:
+    """Return the canonical label of a corpus's own emotion name (case-insensitive), or None."""
+    return ALIASES.get(re.sub(r"[\s-]+", "_", str(name).strip().lower()))
+
+
+def _alias_or_fail(name: str, where: str) -> str:
+    """Return the canonical label of `name`; ValueError naming `where` if it is unknown."""
+    label = _alias(name)
+    if label is None:
+        raise ValueError(f"{where}: unknown emotion {name!r}; known names: {', '.join(sorted(ALIASES))}")
+    return label
 
 
 # ---------------------------------------------------------------------------------------------
 # Shared helpers
 # ---------------------------------------------------------------------------------------------
+def _flag(value: bool | str) -> bool:
+    """Return the truth of an option given as a bare flag (True) or as text ("true", "1", "yes")."""
+    return value is True or str(value).lower() in ("1", "true", "yes")
+
+
 def _existing_dir(root: str | Path) -> Path:
     """Return `root` as an absolute folder path; ValueError naming it if it is not a folder."""
     path = Path(root).expanduser()
@@ -64,10 +111,11 @@ def _existing_dir(root: str | Path) -> Path:
 
 
 def _audio_files(root: Path) -> list[Path]:
-    """Return the audio files below `root`, recursively and sorted, skipping hidden files (._x.wav)."""
+    """Return the audio files below `root`, recursively and sorted, skipping hidden ones (._x.wav, .git/)."""
     return sorted(
         p for p in root.rglob("*")
-        if p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+        if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
 
 
@@ -79,11 +127,14 @@ def _nonempty(rows: list[Utterance], root: Path | str) -> list[Utterance]:
 
 
 def _by_name(root: str | Path, corpus: str, pattern: str, parse: Callable) -> list[Utterance]:
-    """Return the utterances of files below `root` whose stem matches `pattern`; parse(match) -> (label, id)."""
+    """Return the utterances of files below `root` matching `pattern`; parse(match) -> (label, id) or None.
+
+    `pattern` matches the file's path relative to `root`, without its suffix (`.*/` skips folders).
+    """
     root = _existing_dir(root)
     rows, odd = [], []
     for path in _audio_files(root):
-        match = re.fullmatch(pattern, path.stem)
+        match = re.fullmatch(pattern, path.relative_to(root).with_suffix("").as_posix())
         parsed = parse(match) if match else None
         if parsed is None:
             odd.append(path.name)
@@ -100,7 +151,7 @@ def _by_name(root: str | Path, corpus: str, pattern: str, parse: Callable) -> li
 # ---------------------------------------------------------------------------------------------
 def read_emodb(root: str | Path) -> list[Utterance]:
     """Return EmoDB utterances: `03a01Fa.wav` = speaker 03, text a01, emotion letter F, version a."""
-    return _by_name(root, "emodb", r"(\d\d)[a-z]\d\d([WLEAFTN])[a-z]?",
+    return _by_name(root, "emodb", r"(?:.*/)?(\d\d)[a-z]\d\d([WLEAFTN])[a-z]?",
                     lambda m: (EMODB_LABELS[m[2]], m[1]))
 
 
@@ -109,22 +160,203 @@ def read_ravdess(root: str | Path) -> list[Utterance]:
 
     Only vocal channel 01 (speech) is kept; song files (channel 02) are skipped.
     """
-    return _by_name(root, "ravdess", r"\d\d-(\d\d)-(0[1-8])-\d\d-\d\d-\d\d-(\d\d)",
+    return _by_name(root, "ravdess", r"(?:.*/)?\d\d-(\d\d)-(0[1-8])-\d\d-\d\d-\d\d-(\d\d)",
                     lambda m: (RAVDESS_LABELS[m[2]], m[3]) if m[1] == "01" else None)
 
 
 def read_urdu(root: str | Path) -> list[Utterance]:
     """Return URDU utterances: `SM1_F10_A010` = speaker SM1 (S + gender + number), file 10, emotion A."""
-    return _by_name(root, "urdu", r"(S[MF]\d+)_F\d+_([AHNS])\d+",
+    return _by_name(root, "urdu", r"(?:.*/)?(S[MF]\d+)_F\d+_([AHNS])\d+",
                     lambda m: (URDU_LABELS[m[2]], m[1]))
+
+
+def read_cremad(root: str | Path) -> list[Utterance]:
+    """Return CREMA-D utterances: `1001_DFA_ANG_XX` = speaker 1001, sentence DFA, emotion ANG, level XX."""
+    return _by_name(root, "cremad", r"(?:.*/)?(\d{4})_[A-Z]{3}_([A-Z]{3})_[A-Z]+",
+                    lambda m: (CREMAD_LABELS[m[2]], m[1]) if m[2] in CREMAD_LABELS else None)
+
+
+def read_tess(root: str | Path) -> list[Utterance]:
+    """Return TESS utterances: `OAF_angry/OAF_back_angry` = speaker OAF, word back, emotion angry."""
+    return _by_name(root, "tess", r"(?:.*/)?([A-Za-z]{3})_([A-Za-z]+)_(\w+)",
+                    lambda m: (_alias_or_fail(m[3], m.string), m[1].upper()))
+
+
+def read_casia(root: str | Path) -> list[Utterance]:
+    """Return CASIA utterances: `liuchanhg/angry/201.wav` = speaker folder / emotion folder / file."""
+    return _by_name(root, "casia", r"(?:.*/)?([^/]+)/([^/]+)/[^/]+",
+                    lambda m: (_alias_or_fail(m[2], m.string), m[1]))
+
+
+def _iemocap_codes(root: Path) -> dict[str, str]:
+    """Return {utterance id: emotion code} from the Session*/dialog/EmoEvaluation/*.txt files."""
+    codes = {}
+    for txt in sorted(root.glob("Session*/dialog/EmoEvaluation/*.txt")):
+        for line in txt.read_text(encoding="utf-8", errors="replace").splitlines():
+            match = re.match(r"\[[\d.]+ - [\d.]+\]\t(\S+)\t(\w+)\t", line)
+            if match:
+                codes[match[1]] = match[2]
+    if not codes:
+        raise ValueError(f"{root}: no IEMOCAP labels (Session*/dialog/EmoEvaluation/*.txt)")
+    return codes
+
+
+def read_iemocap(root: str | Path, merge_excited: bool | str = False) -> list[Utterance]:
+    """Return raw IEMOCAP utterances (Session1..5/sentences/wav/<dialog>/<utt>.wav) with canonical labels.
+
+    xxx, oth and fru are dropped, and so is exc unless `merge_excited` makes it happy.
+    Speaker: session + the utterance's gender, Ses01F_impro01_M003 -> "iemocap:Ses01M".
+    """
+    root = _existing_dir(root)
+    table = IEMOCAP_LABELS | ({"exc": "happy"} if _flag(merge_excited) else {})
+    codes, rows = _iemocap_codes(root), []
+    for session in sorted(p for p in root.glob("Session*") if p.is_dir()):
+        for path in _audio_files(session / "sentences" / "wav"):
+            label, utt = table.get(codes.get(path.stem, "")), path.stem
+            if label and "_" in utt:
+                speaker = f"iemocap:{utt[:5]}{utt.rsplit('_', 1)[1][:1]}"
+                rows.append(Utterance(str(path), label, speaker, "iemocap", session.name))
+    return _nonempty(rows, root)
+
+
+def read_folder(root: str | Path) -> list[Utterance]:
+    """Return the utterances of ROOT/<emotion>/**/*.wav; speakers are unknown ("folder:unknown")."""
+    root = _existing_dir(root)
+    rows, unknown = [], set()
+    for path in _audio_files(root):
+        folder = path.relative_to(root).parts[0]
+        label = _alias(folder) if path.parent != root else None
+        if label:
+            rows.append(Utterance(str(path), label, "folder:unknown", "folder"))
+        elif path.parent != root:
+            unknown.add(folder)
+    if unknown:
+        raise ValueError(f"{root}: unknown emotion folder(s) {sorted(unknown)}; "
+                         f"known names: {', '.join(sorted(ALIASES))}")
+    return _nonempty(rows, root)
+
+
+def read_csv(root: str | Path) -> list[Utterance]:
+    """Return the utterances of a manifest CSV with columns path,label[,speaker] ("csv:<speaker>")."""
+    manifest = Path(root).expanduser().resolve()
+    if not manifest.is_file():
+        raise ValueError(f"{manifest}: manifest CSV does not exist")
+    with open(manifest, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not {"path", "label"} <= set(reader.fieldnames or []):
+            raise ValueError(f"{manifest}: needs the columns path,label[,speaker]; has {reader.fieldnames}")
+        records = list(reader)
+    rows, problems = [], []
+    for line, record in enumerate(records, start=2):
+        path = (manifest.parent / (record["path"] or "").strip()).resolve()
+        label = _alias(record["label"] or "")
+        if path.suffix.lower() not in AUDIO_EXTENSIONS:
+            continue
+        if label is None or not path.is_file():
+            problems.append(f"line {line}: " + (f"unknown label {record['label']!r}" if label is None else f"no file {path}"))
+        else:
+            speaker = (record.get("speaker") or "").strip() or "unknown"
+            rows.append(Utterance(str(path), label, f"csv:{speaker}", "csv"))
+    if problems:
+        raise ValueError(f"{manifest}: " + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
+    return _nonempty(rows, manifest)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hugging Face datasets (audio is listed, never decoded: `datasets` decodes with torchcodec)
+# ---------------------------------------------------------------------------------------------
+AUDIO_MAGIC = {b"RIFF": ".wav", b"fLaC": ".flac", b"OggS": ".ogg", b"ID3": ".mp3", b"FORM": ".aiff"}
+
+
+def _hf_splits(name: str) -> dict:
+    """Return {split: Dataset} of a hub dataset name, a save_to_disk folder or a local data folder."""
+    import datasets
+
+    local = Path(name).expanduser()
+    if (local / "dataset_dict.json").is_file() or (local / "state.json").is_file():
+        loaded = datasets.load_from_disk(str(local))
+    elif not local.exists() and name.startswith((".", "/", "~")):
+        raise ValueError(f"{local}: Hugging Face dataset folder does not exist")
+    else:
+        try:
+            loaded = datasets.load_dataset(str(local) if local.exists() else name)
+        except Exception as err:
+            raise ValueError(f"{name}: cannot load the Hugging Face dataset ({type(err).__name__}: {err})") from None
+    return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+
+
+def _cached_bytes(data: bytes, suffix: str) -> str:
+    """Return the path of a file holding `data`, written once under $SER_CACHE/hf_audio (~/.cache/ser)."""
+    folder = Path(os.environ.get("SER_CACHE") or "~/.cache/ser").expanduser() / "hf_audio"
+    suffix = suffix if suffix in AUDIO_EXTENSIONS else next((s for m, s in AUDIO_MAGIC.items() if data.startswith(m)), ".wav")
+    path = folder / (hashlib.sha1(data).hexdigest()[:24] + suffix)
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return str(path)
+
+
+def _hf_audio_path(value, base: Path) -> str:
+    """Return a file path for one undecoded audio cell ({"path", "bytes"} or a path string)."""
+    path, data = (value, None) if isinstance(value, str) else (value.get("path"), value.get("bytes"))
+    if path and (base / path).is_file():  # an absolute path, or one relative to a local dataset folder
+        return str((base / path).resolve())
+    if data:
+        return _cached_bytes(data, Path(path or "").suffix.lower())
+    raise ValueError(f"{path or '<no path>'}: the audio file is missing and the dataset holds no bytes")
+
+
+def read_hf(root: str, audio: str = "audio", label: str = "label", split: str | None = None,
+            speaker: str | None = None, merge_excited: bool | str = False) -> list[Utterance]:
+    """Return the utterances of a Hugging Face dataset; splits named session1..5 set the session."""
+    import datasets
+
+    splits, base = _hf_splits(str(root)), Path(str(root)).expanduser()
+    wanted = split.split("+") if split else sorted(splits)
+    if set(wanted) - set(splits):
+        raise ValueError(f"{root}: no split(s) {sorted(set(wanted) - set(splits))}; has {sorted(splits)}")
+    merged = {"exc": "happy", "excited": "happy"} if _flag(merge_excited) else {}
+    rows, unknown = [], set()
+    for name in wanted:
+        ds = splits[name]
+        columns = [audio, label] + ([speaker] if speaker else ["speaker"] if "speaker" in ds.column_names else [])
+        if set(columns) - set(ds.column_names):
+            raise ValueError(f"{root} [{name}]: no column(s) {sorted(set(columns) - set(ds.column_names))}; has {ds.column_names}")
+        if isinstance(ds.features[audio], datasets.Audio):
+            ds = ds.cast_column(audio, datasets.Audio(decode=False))
+        names = getattr(ds.features[label], "names", None)  # ClassLabel ints -> names
+        session = f"Session{m[1]}" if (m := re.fullmatch(r"session(\d+)", name, re.I)) else None
+        for batch in ds.select_columns(columns).iter(batch_size=256):
+            for i, value in enumerate(batch[label]):
+                text = str(names[value] if names and isinstance(value, int) else value).strip().lower()
+                canonical = merged.get(text) or _alias(text)
+                if canonical is None:
+                    unknown.update([] if text in IEMOCAP_DROPPED else [text])
+                    continue
+                path = _hf_audio_path(batch[audio][i], base)
+                who = batch[columns[2]][i] if len(columns) > 2 else session or "unknown"
+                rows.append(Utterance(path, canonical, f"hf:{who}", "hf", session))
+    if unknown:
+        raise ValueError(f"{root}: unknown label(s) {sorted(unknown)}; known names: {', '.join(sorted(ALIASES))}")
+    return _nonempty(rows, root)
 
 
 CORPORA: dict[str, Callable[..., list[Utterance]]] = {
     "emodb": read_emodb,
     "ravdess": read_ravdess,
     "urdu": read_urdu,
+    "cremad": read_cremad,
+    "tess": read_tess,
+    "casia": read_casia,
+    "iemocap": read_iemocap,
+    "folder": read_folder,
+    "csv": read_csv,
+    "hf": read_hf,
 }
-SHARED = ("emodb", "ravdess", "urdu")  # names usable bare, as folders under corpora_root()
+# names usable bare, as folders under corpora_root(): every reader of a corpus's own layout
+SHARED = ("emodb", "ravdess", "urdu", "cremad", "tess", "casia", "iemocap")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,8 +381,8 @@ def _split_spec(spec: str) -> tuple[str, str | None, dict]:
         root = None
     else:
         root, colon, tail = rest.rpartition(":")
-        # a trailing ":options" never contains a path separator (keeps C:\data and URLs intact)
-        if colon and root and not re.search(r"[/\\]", tail):
+        # ":options" never holds a path separator (keeps C:\data intact); an existing path wins
+        if colon and root and not re.search(r"[/\\]", tail) and not Path(rest).expanduser().exists():
             options_text = tail
         else:
             root = rest
