@@ -1,0 +1,49 @@
+"""What rebuilds a model (EmotionConfig, saved inside every checkpoint)."""
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+
+class EmotionConfig(PretrainedConfig):
+    """Describes an emotion classifier: backbone, pooling head and labels (`id2label`).
+
+    backbone: a key of models.BACKBONES ("cnn1d", "whisper", "wav2vec2", "hubert", "wavlm", ...).
+    encoder_config: the pretrained encoder's own config as a dict, so that a checkpoint rebuilds
+        the encoder offline, without its hub id.
+    """
+
+    model_type = "speech-emotion"
+
+    def __init__(
+        self,
+        backbone: str = "cnn1d",
+        pooling: str = "attention",
+        cnn_preset: str = "light",          # "light" or "deep" (see models/cnn1d.py)
+        cnn_first_stride: int = 1,          # stride of the first CNN conv; >1 trades detail for speed
+        encoder_config: dict | None = None,
+        encoder_name: str | None = None,     # where the encoder came from (hub id or folder), for the record
+        encoder_mode: str = "frozen",        # frozen | finetune | freeze_feature_encoder
+        trainable_layers: int = 0,           # with finetune: train only the top N layers (0 = all)
+        layer_weighted: bool = False,        # learned softmax-weighted sum over every hidden layer
+        projector_dim: int | None = 256,     # linear projection of frames before pooling (None: none)
+        pool_hidden: int = 128,              # hidden size inside attention / channels of conv_max
+        classifier_dropout: float = 0.5,
+        sampling_rate: int = 16_000,
+        max_seconds: float = 30.0,           # longest clip one forward takes; longer audio is windowed
+        **kwargs,
+    ):
+        self.backbone = backbone
+        self.pooling = pooling
+        self.cnn_preset = cnn_preset
+        self.cnn_first_stride = cnn_first_stride
+        self.encoder_config = encoder_config
+        self.encoder_name = encoder_name
+        self.encoder_mode = encoder_mode
+        self.trainable_layers = trainable_layers
+        self.layer_weighted = layer_weighted
+        self.projector_dim = projector_dim
+        self.pool_hidden = pool_hidden
+        self.classifier_dropout = classifier_dropout
+        self.sampling_rate = sampling_rate
+        self.max_seconds = max_seconds
+        super().__init__(**kwargs)

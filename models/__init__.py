@@ -1,0 +1,11 @@
+"""Emotion models; importing this package registers them with the `transformers` Auto classes."""
+from transformers import AutoConfig, AutoModelForAudioClassification
+
+from config import EmotionConfig
+from models.classifier import BACKBONES, EmotionClassifier
+from models.pooling import POOLINGS
+
+AutoConfig.register(EmotionConfig.model_type, EmotionConfig)
+AutoModelForAudioClassification.register(EmotionConfig, EmotionClassifier)
+
+__all__ = ["BACKBONES", "POOLINGS", "EmotionClassifier", "EmotionConfig"]
