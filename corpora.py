@@ -1,30 +1,24 @@
 """Corpus readers: list the utterances of emotional-speech corpora as (path, label, speaker, corpus).
 
-A corpus is named by a spec string (read_corpus, read_corpora):
+Spec forms (read_corpus, read_corpora):
+  emodb | ravdess | urdu      a corpus folder under corpora_root() (env SER_CORPORA, else ../shared/corpora)
+  emodb=PATH ravdess=PATH urdu=PATH cremad=PATH tess=PATH casia=PATH iemocap=PATH
+                              a corpus in its original layout and file names
+  iemocap=PATH:merge_excited  "exc" becomes happy (the 4-class setup also needs keep=neutral,happy,sad,angry)
+  folder=PATH                 PATH/<emotion>/**/*.wav, emotion folder names like Anger, happy, fear
+  csv=MANIFEST.csv            columns path,label[,speaker]; relative paths are against the CSV's folder
+  hf=NAME_OR_PATH[:OPTIONS]   a Hugging Face dataset (hub name, save_to_disk folder, or data folder);
+                              options audio=COL,label=COL (defaults audio, label), split=A+B (default:
+                              all), speaker=COL, merge_excited. Splits named session1..5 (IEMOCAP_Audio)
+                              give the session, and the speaker when there is no speaker column.
+Options are comma-separated `key=value` items or bare flags after the last ":" of the path.
 
-  emodb | ravdess | urdu        a corpus folder under corpora_root() (env SER_CORPORA, else ../shared/corpora)
-  NAME=PATH                     a corpus in its own layout; NAME is one of
-      emodb ravdess urdu cremad tess casia iemocap  (the corpus's original file names)
-      folder    PATH/<emotion>/**/*.wav, emotion folder names like angry, anger, Happiness, fear
-      csv       a manifest with columns path,label[,speaker]; relative paths are resolved
-                against the CSV's folder
-      hf        a Hugging Face dataset (hub name or local folder) read with `datasets`
-  NAME=PATH:OPTIONS             comma-separated `key=value` items or bare flags:
-      iemocap=PATH:merge_excited                  "excited" becomes happy (4-class IEMOCAP also
-                                                  needs keep=neutral,happy,sad,angry)
-      hf=PATH:audio=audio,label=label,split=session1+session2,speaker=speaker,merge_excited
-                (defaults: columns audio and label, all splits, no speaker column)
-
-Speakers: the folder reader knows none ("folder:unknown"), nor csv/hf without a speaker column;
-speaker-independent protocols need them, so give a CSV a speaker column. IEMOCAP speakers are
-session + gender ("iemocap:Ses01F"), and its utterances carry their session ("Session1"); an hf
-dataset whose splits are named session1..session5 (the IEMOCAP_Audio layout) does the same, with
-the session as the speaker when there is no speaker column.
-
-Readers never decode audio (they only list files), skip non-audio files, return their utterances
-sorted by path, and raise ValueError naming the path when a root is missing or yields nothing.
-Every label is one of CANONICAL; every speaker is prefixed with its corpus ("emodb:03"), so that
-speakers of different corpora never collide.
+Readers only list files (they never decode audio), skip non-audio and hidden files, return their
+utterances sorted by path, and raise ValueError naming the path when a root is missing or yields
+nothing. Labels are CANONICAL names; speakers are prefixed with the corpus ("emodb:03") so that
+corpora never share a speaker. The folder reader knows no speakers ("folder:unknown"), nor do csv
+and hf without a speaker column: speaker-independent protocols need them (give the CSV a speaker
+column). IEMOCAP speakers are session + gender ("iemocap:Ses01F"), with session "Session1".
 """
 from __future__ import annotations
 
@@ -33,7 +27,7 @@ import hashlib
 import inspect
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -42,11 +36,10 @@ from data_process import AUDIO_EXTENSIONS
 CANONICAL = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised", "boredom")
 
 SPEC_FORMS = """valid corpus specs:
-  emodb | ravdess | urdu                 a corpus folder under corpora_root()
-  emodb=PATH  ravdess=PATH  urdu=PATH  cremad=PATH  tess=PATH  casia=PATH
-  iemocap=PATH[:merge_excited]          raw IEMOCAP (Session1..5)
-  folder=PATH                            PATH/<emotion>/**/*.wav
-  csv=MANIFEST.csv                       columns path,label[,speaker]
+  emodb | ravdess | urdu                       a corpus folder under corpora_root()
+  emodb=PATH  ravdess=PATH  urdu=PATH  cremad=PATH  tess=PATH  casia=PATH  iemocap=PATH[:merge_excited]
+  folder=PATH                                  PATH/<emotion>/**/*.wav
+  csv=MANIFEST.csv                             columns path,label[,speaker]
   hf=NAME_OR_PATH[:audio=COL,label=COL,split=A+B,speaker=COL,merge_excited]"""
 
 
@@ -65,14 +58,13 @@ def corpora_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "shared" / "corpora"
 
 
-# ---------------------------------------------------------------------------------------------
-# Label tables: each corpus's own names -> CANONICAL
-# ---------------------------------------------------------------------------------------------
+# --- Label tables: each corpus's own names -> CANONICAL --------------------------------------
 EMODB_LABELS = dict(W="angry", L="boredom", E="disgust", A="fearful", F="happy", T="sad", N="neutral")
 RAVDESS_LABELS = dict(zip(["01", "02", "03", "04", "05", "06", "07", "08"], CANONICAL[:8]))
 URDU_LABELS = dict(A="angry", H="happy", N="neutral", S="sad")
 CREMAD_LABELS = dict(ANG="angry", DIS="disgust", FEA="fearful", HAP="happy", NEU="neutral", SAD="sad")
-IEMOCAP_LABELS = dict(neu="neutral", hap="happy", sad="sad", ang="angry", sur="surprised", fea="fearful", dis="disgust")
+IEMOCAP_LABELS = dict(neu="neutral", hap="happy", sad="sad", ang="angry", sur="surprised", fea="fearful",
+                      dis="disgust")
 IEMOCAP_DROPPED = ("xxx", "oth", "fru", "exc", "other", "frustrated", "excited")  # hf labels skipped, not errors
 ALIASES = {name: name for name in CANONICAL} | IEMOCAP_LABELS | {  # lower-case names -> CANONICAL
     "anger": "angry", "happiness": "happy", "joy": "happy", "sadness": "sad", "fear": "fearful",
@@ -81,22 +73,15 @@ ALIASES = {name: name for name in CANONICAL} | IEMOCAP_LABELS | {  # lower-case 
 }
 
 
-def _alias(name: str) -> str | None:
-    """Return the canonical label of a corpus's own emotion name (case-insensitive), or None."""
-    return ALIASES.get(re.sub(r"[\s-]+", "_", str(name).strip().lower()))
-
-
-def _alias_or_fail(name: str, where: str) -> str:
-    """Return the canonical label of `name`; ValueError naming `where` if it is unknown."""
-    label = _alias(name)
-    if label is None:
+def _alias(name: str, where: str | None = None) -> str | None:
+    """Return the canonical label of an emotion name (any case), else None, or ValueError naming `where`."""
+    label = ALIASES.get(re.sub(r"[\s-]+", "_", str(name).strip().lower()))
+    if label is None and where:
         raise ValueError(f"{where}: unknown emotion {name!r}; known names: {', '.join(sorted(ALIASES))}")
     return label
 
 
-# ---------------------------------------------------------------------------------------------
-# Shared helpers
-# ---------------------------------------------------------------------------------------------
+# --- Shared helpers --------------------------------------------------------------------------
 def _flag(value: bool | str) -> bool:
     """Return the truth of an option given as a bare flag (True) or as text ("true", "1", "yes")."""
     return value is True or str(value).lower() in ("1", "true", "yes")
@@ -130,6 +115,7 @@ def _by_name(root: str | Path, corpus: str, pattern: str, parse: Callable) -> li
     """Return the utterances of files below `root` matching `pattern`; parse(match) -> (label, id) or None.
 
     `pattern` matches the file's path relative to `root`, without its suffix (`.*/` skips folders).
+    Files outside the naming scheme are skipped; ValueError if no file follows it.
     """
     root = _existing_dir(root)
     rows, odd = [], []
@@ -146,9 +132,7 @@ def _by_name(root: str | Path, corpus: str, pattern: str, parse: Callable) -> li
     return _nonempty(rows, root)
 
 
-# ---------------------------------------------------------------------------------------------
-# Readers: one per corpus layout. Each returns a sorted list of Utterance.
-# ---------------------------------------------------------------------------------------------
+# --- Readers: one per corpus layout. Each returns a sorted list of Utterance. ----------------
 def read_emodb(root: str | Path) -> list[Utterance]:
     """Return EmoDB utterances: `03a01Fa.wav` = speaker 03, text a01, emotion letter F, version a."""
     return _by_name(root, "emodb", r"(?:.*/)?(\d\d)[a-z]\d\d([WLEAFTN])[a-z]?",
@@ -179,13 +163,13 @@ def read_cremad(root: str | Path) -> list[Utterance]:
 def read_tess(root: str | Path) -> list[Utterance]:
     """Return TESS utterances: `OAF_angry/OAF_back_angry` = speaker OAF, word back, emotion angry."""
     return _by_name(root, "tess", r"(?:.*/)?([A-Za-z]{3})_([A-Za-z]+)_(\w+)",
-                    lambda m: (_alias_or_fail(m[3], m.string), m[1].upper()))
+                    lambda m: (_alias(m[3], m.string), m[1].upper()))
 
 
 def read_casia(root: str | Path) -> list[Utterance]:
     """Return CASIA utterances: `liuchanhg/angry/201.wav` = speaker folder / emotion folder / file."""
     return _by_name(root, "casia", r"(?:.*/)?([^/]+)/([^/]+)/[^/]+",
-                    lambda m: (_alias_or_fail(m[2], m.string), m[1]))
+                    lambda m: (_alias(m[2], m.string), m[1]))
 
 
 def _iemocap_codes(root: Path) -> dict[str, str]:
@@ -252,8 +236,10 @@ def read_csv(root: str | Path) -> list[Utterance]:
         label = _alias(record["label"] or "")
         if path.suffix.lower() not in AUDIO_EXTENSIONS:
             continue
-        if label is None or not path.is_file():
-            problems.append(f"line {line}: " + (f"unknown label {record['label']!r}" if label is None else f"no file {path}"))
+        if label is None:
+            problems.append(f"line {line}: unknown label {record['label']!r}")
+        elif not path.is_file():
+            problems.append(f"line {line}: no file {path}")
         else:
             speaker = (record.get("speaker") or "").strip() or "unknown"
             rows.append(Utterance(str(path), label, f"csv:{speaker}", "csv"))
@@ -262,9 +248,7 @@ def read_csv(root: str | Path) -> list[Utterance]:
     return _nonempty(rows, manifest)
 
 
-# ---------------------------------------------------------------------------------------------
-# Hugging Face datasets (audio is listed, never decoded: `datasets` decodes with torchcodec)
-# ---------------------------------------------------------------------------------------------
+# --- Hugging Face datasets (audio is listed, never decoded: `datasets` decodes with torchcodec) ---
 AUDIO_MAGIC = {b"RIFF": ".wav", b"fLaC": ".flac", b"OggS": ".ogg", b"ID3": ".mp3", b"FORM": ".aiff"}
 
 
@@ -288,7 +272,8 @@ def _hf_splits(name: str) -> dict:
 def _cached_bytes(data: bytes, suffix: str) -> str:
     """Return the path of a file holding `data`, written once under $SER_CACHE/hf_audio (~/.cache/ser)."""
     folder = Path(os.environ.get("SER_CACHE") or "~/.cache/ser").expanduser() / "hf_audio"
-    suffix = suffix if suffix in AUDIO_EXTENSIONS else next((s for m, s in AUDIO_MAGIC.items() if data.startswith(m)), ".wav")
+    if suffix not in AUDIO_EXTENSIONS:
+        suffix = next((ext for magic, ext in AUDIO_MAGIC.items() if data.startswith(magic)), ".wav")
     path = folder / (hashlib.sha1(data).hexdigest()[:24] + suffix)
     if not path.is_file():
         folder.mkdir(parents=True, exist_ok=True)
@@ -322,8 +307,9 @@ def read_hf(root: str, audio: str = "audio", label: str = "label", split: str | 
     for name in wanted:
         ds = splits[name]
         columns = [audio, label] + ([speaker] if speaker else ["speaker"] if "speaker" in ds.column_names else [])
-        if set(columns) - set(ds.column_names):
-            raise ValueError(f"{root} [{name}]: no column(s) {sorted(set(columns) - set(ds.column_names))}; has {ds.column_names}")
+        missing = sorted(set(columns) - set(ds.column_names))
+        if missing:
+            raise ValueError(f"{root} [{name}]: no column(s) {missing}; has {ds.column_names}")
         if isinstance(ds.features[audio], datasets.Audio):
             ds = ds.cast_column(audio, datasets.Audio(decode=False))
         names = getattr(ds.features[label], "names", None)  # ClassLabel ints -> names
@@ -343,25 +329,15 @@ def read_hf(root: str, audio: str = "audio", label: str = "label", split: str | 
     return _nonempty(rows, root)
 
 
-CORPORA: dict[str, Callable[..., list[Utterance]]] = {
-    "emodb": read_emodb,
-    "ravdess": read_ravdess,
-    "urdu": read_urdu,
-    "cremad": read_cremad,
-    "tess": read_tess,
-    "casia": read_casia,
-    "iemocap": read_iemocap,
-    "folder": read_folder,
-    "csv": read_csv,
-    "hf": read_hf,
+CORPORA: dict[str, Callable[..., list[Utterance]]] = {  # reader name -> reader(root, **options)
+    "emodb": read_emodb, "ravdess": read_ravdess, "urdu": read_urdu, "cremad": read_cremad, "tess": read_tess,
+    "casia": read_casia, "iemocap": read_iemocap, "folder": read_folder, "csv": read_csv, "hf": read_hf,
 }
 # names usable bare, as folders under corpora_root(): every reader of a corpus's own layout
 SHARED = ("emodb", "ravdess", "urdu", "cremad", "tess", "casia", "iemocap")
 
 
-# ---------------------------------------------------------------------------------------------
-# Specs
-# ---------------------------------------------------------------------------------------------
+# --- Specs -----------------------------------------------------------------------------------
 def _parse_options(text: str) -> dict[str, str | bool]:
     """Return the options of `a=1,flag` as {"a": "1", "flag": True}."""
     options: dict[str, str | bool] = {}
@@ -374,11 +350,9 @@ def _parse_options(text: str) -> dict[str, str | bool]:
 def _split_spec(spec: str) -> tuple[str, str | None, dict]:
     """Return (reader name, root or None for a bare name, options) of a corpus spec."""
     name, sep, rest = spec.strip().partition("=")
-    name = name.strip().lower()
-    options_text = ""
+    name, root, options_text = name.strip().lower(), None, ""
     if not sep:
         name, _, options_text = name.partition(":")
-        root = None
     else:
         root, colon, tail = rest.rpartition(":")
         # ":options" never holds a path separator (keeps C:\data intact); an existing path wins
@@ -402,7 +376,8 @@ def read_corpus(spec: str) -> list[Utterance]:
     allowed = [p for p in inspect.signature(reader).parameters if p != "root"]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"spec {spec!r}: unknown option(s) {unknown}; {name} takes {allowed or 'none'}\n{SPEC_FORMS}")
+        takes = allowed or "none"
+        raise ValueError(f"spec {spec!r}: unknown option(s) {unknown}; {name} takes {takes}\n{SPEC_FORMS}")
     return reader(root if root is not None else corpora_root() / name, **options)
 
 
@@ -421,12 +396,8 @@ def select_labels(rows: list[Utterance], keep: Sequence[str] | None = None,
     _check_labels(list(merge) + list(merge.values()), "merge")
     if keep is not None:
         _check_labels(keep, "keep")
-    out = []
-    for row in rows:
-        label = merge.get(row.label, row.label)
-        if keep is None or label in keep:
-            out.append(row if label == row.label else Utterance(row.path, label, row.speaker, row.corpus, row.session))
-    return out
+    merged = (replace(row, label=merge[row.label]) if row.label in merge else row for row in rows)
+    return [row for row in merged if keep is None or row.label in keep]
 
 
 def read_corpora(specs: Sequence[str], keep: Sequence[str] | None = None,
