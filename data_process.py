@@ -147,3 +147,70 @@ def make_folds(
         train, val = _speaker_val(every[~is_test], speakers, labels, val_speakers, rng)
         folds.append({"train": train, "val": val, "test": every[is_test]})
     return folds
+
+
+# ---------------------------------------------------------------------------------------------
+# Datasets and collators for the Trainer.
+# ---------------------------------------------------------------------------------------------
+class WaveDataset:
+    """Decoded clips with their label ids; a random crop of `crop_seconds` when training."""
+
+    def __init__(self, paths: Sequence[str], label_ids: Sequence[int], crop_seconds: float | None = None, seed: int = 0):
+        self.paths, self.label_ids = list(paths), list(label_ids)
+        self.crop = int(crop_seconds * SAMPLE_RATE) if crop_seconds else None
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        audio = load_audio(self.paths[i])
+        if self.crop and len(audio) > self.crop:
+            start = int(self.rng.integers(0, len(audio) - self.crop + 1))
+            audio = audio[start:start + self.crop]
+        return {"audio": audio, "labels": self.label_ids[i]}
+
+
+class WaveCollator:
+    """Pads raw clips with the checkpoint's feature extractor -> input_values, attention_mask, labels."""
+
+    def __init__(self, feature_extractor):
+        self.feature_extractor = feature_extractor
+
+    def __call__(self, items: list[dict]) -> dict:
+        import torch
+
+        batch = self.feature_extractor([it["audio"] for it in items], sampling_rate=SAMPLE_RATE, padding=True,
+                                       return_attention_mask=True, return_tensors="pt")
+        batch = {"input_values": batch["input_values"], "attention_mask": batch["attention_mask"]}
+        if "labels" in items[0]:
+            batch["labels"] = torch.tensor([it["labels"] for it in items])
+        return batch
+
+
+class LayersDataset:
+    """Cached encoder layers (L, T, D) of each clip with its label id."""
+
+    def __init__(self, layers: Sequence[np.ndarray], label_ids: Sequence[int]):
+        self.layers, self.label_ids = list(layers), list(label_ids)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"encoder_layers": self.layers[i], "labels": self.label_ids[i]}
+
+
+def collate_layers(items: list[dict]) -> dict:
+    """Pads cached layers to (B, L, T, D) float32 with a (B, T) frame mask."""
+    import torch
+
+    longest = max(it["encoder_layers"].shape[1] for it in items)
+    first = items[0]["encoder_layers"]
+    layers = torch.zeros(len(items), first.shape[0], longest, first.shape[2])
+    mask = torch.zeros(len(items), longest, dtype=torch.bool)
+    for i, it in enumerate(items):
+        frames = it["encoder_layers"].shape[1]
+        layers[i, :, :frames] = torch.from_numpy(np.asarray(it["encoder_layers"], dtype=np.float32))
+        mask[i, :frames] = True
+    return {"encoder_layers": layers, "frame_mask": mask, "labels": torch.tensor([it["labels"] for it in items])}

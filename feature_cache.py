@@ -1,0 +1,64 @@
+"""Cache of frozen-encoder outputs on disk, keyed by audio content and encoder weights.
+
+A frozen encoder gives the same layers for the same clip every epoch and every fold, so they
+are computed once: training a head then costs seconds per epoch instead of minutes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from data_process import AudioError, audio_digest, load_audio
+
+
+def default_cache_dir() -> Path:
+    """Return $SER_CACHE or ~/.cache/ser."""
+    return Path(os.environ.get("SER_CACHE", Path.home() / ".cache" / "ser"))
+
+
+def encoder_key(model) -> str:
+    """Return a digest of the backbone's weights and config: a different encoder never shares entries."""
+    digest = hashlib.sha1(model.config.backbone.encode())
+    for name, tensor in sorted(model.backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@torch.no_grad()
+def cached_layers(model, feature_extractor, paths: Sequence[str], cache_dir: str | Path | None = None,
+                  progress: bool = True) -> tuple[list[np.ndarray | None], list[str]]:
+    """Return every clip's encoder layers (L, T, D) as float16, computing only what the cache lacks.
+
+    Files that cannot be decoded come back as None, with one message each in the second list.
+    """
+    folder = Path(cache_dir or default_cache_dir()) / "layers" / encoder_key(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    out, problems = [], []
+    for path in tqdm(paths, desc="encoder layers", disable=not progress, unit="clip"):
+        try:
+            audio = load_audio(path)
+        except AudioError as err:
+            out.append(None)
+            problems.append(str(err))
+            continue
+        entry = folder / f"{audio_digest(audio)}.npy"
+        if entry.exists():
+            out.append(np.load(entry))
+            continue
+        inputs = feature_extractor(audio, sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
+        layers, _ = model.encode(inputs["input_values"], inputs["attention_mask"])  # (1, L, T, D)
+        array = layers[0].to(torch.float16).numpy()
+        np.save(entry.with_suffix(".tmp.npy"), array)
+        os.replace(entry.with_suffix(".tmp.npy"), entry)  # never leave half-written entries behind
+        out.append(array)
+    model.train(was_training)
+    return out, problems

@@ -1,0 +1,90 @@
+"""Model cards (README.md in a checkpoint folder): what a checkpoint is, what it was trained on, how good it is."""
+from __future__ import annotations
+
+from pathlib import Path
+
+LICENCES = {
+    "emodb": "EmoDB (Berlin Database of Emotional Speech): free for research use.",
+    "ravdess": "RAVDESS (Livingstone & Russo 2018): CC BY-NC-SA 4.0. Models trained on it inherit the "
+               "non-commercial, share-alike condition.",
+    "urdu": "URDU dataset (Latif et al.): for research purposes only.",
+    "cremad": "CREMA-D: Open Database License (ODbL).",
+    "tess": "TESS (Toronto emotional speech set): CC BY-NC-ND 4.0.",
+    "iemocap": "IEMOCAP: licensed by USC SAIL for research; not redistributable.",
+}
+
+
+def _confusion_table(confusion: list[list[int]], labels: list[str]) -> str:
+    head = "| true \\ predicted | " + " | ".join(labels) + " |"
+    rule = "|---" * (len(labels) + 1) + "|"
+    rows = [f"| **{label}** | " + " | ".join(str(c) for c in row) + " |" for label, row in zip(labels, confusion)]
+    return "\n".join([head, rule, *rows])
+
+
+def _figures(metrics: dict) -> tuple[str, str]:
+    """Return (a sentence with the held-out figures, the confusion table) from a run's metrics."""
+    cv = metrics.get("cross_validation") or (metrics if "summary" in metrics else None)
+    if cv and "summary" in cv:
+        s = cv["summary"]
+        text = (f"Cross-validated with the same recipe, protocol **{cv['protocol']}** over {len(cv['folds'])} folds "
+                f"({cv['n_speakers']} speakers, no speaker in both training and test): "
+                f"**UA {s['ua']['mean']:.3f} ± {s['ua']['std']:.3f}**, WA {s['wa']['mean']:.3f} ± {s['wa']['std']:.3f}, "
+                f"macro-F1 {s['macro_f1']['mean']:.3f} ± {s['macro_f1']['std']:.3f} (mean ± std over folds). "
+                f"Confusion matrix pooled over the folds' test speakers:")
+        return text, _confusion_table(s["pooled"]["confusion"], s["pooled"]["labels"])
+    test = metrics.get("test")
+    if test:
+        text = (f"Held-out test speakers {', '.join(test.get('test_speakers', []))}: **UA {test['ua']:.3f}**, "
+                f"WA {test['wa']:.3f}, macro-F1 {test['macro_f1']:.3f} ({test['n']} clips).")
+        return text, _confusion_table(test["confusion"], test["labels"])
+    return "No held-out evaluation was run for this checkpoint: its accuracy is unknown.", ""
+
+
+def write_model_card(folder: str | Path, settings: dict, metrics: dict) -> Path:
+    """Write README.md describing the checkpoint in `folder` and return its path."""
+    model, data = settings["model"], settings["data"]
+    corpora = sorted({spec.split("=")[0].split(":")[0] for spec in data["corpus"]})
+    licences = [LICENCES.get(c, f"{c}: check its licence before use.") for c in corpora]
+    non_commercial = any(c in ("ravdess", "tess", "urdu", "emodb", "iemocap") for c in corpora)
+    encoder = (f"`{model['encoder']}` ({model['encoder_mode']}"
+               + (", learned weighted sum of all layers" if model["layer_weighted"] else ", last layer") + ")"
+               if model["backbone"] != "cnn1d" else f"1-D CNN on the raw waveform, preset `{model['cnn_preset']}`")
+    text, table = _figures(metrics)
+    card = f"""---
+library_name: transformers
+pipeline_tag: audio-classification
+license: {"cc-by-nc-sa-4.0" if "ravdess" in corpora else "other"}
+tags: [speech-emotion-recognition, audio-classification]
+---
+# Speech emotion classifier: {model['backbone']} + {model['pooling']} pooling
+
+- **Backbone**: {encoder}
+- **Pooling head**: `{model['pooling']}`
+- **Labels**: {', '.join(metrics['labels'])}
+- **Trained on**: {', '.join(data['corpus'])} ({metrics.get('n_utterances', '?')} clips,
+  {metrics.get('n_speakers', '?')} speakers), protocol `{data['protocol']}`
+
+## Held-out performance
+{text}
+
+{table}
+
+## Training data and licence conditions
+{chr(10).join('- ' + line for line in licences)}
+{"These corpora are for research or non-commercial use: so is this model." if non_commercial else ""}
+
+Acted corpora (EmoDB, RAVDESS) hold exaggerated, read emotions by few speakers; expect lower
+accuracy on spontaneous speech, other languages and other recording conditions.
+
+## Use
+```python
+import models  # registers the architecture with transformers
+from transformers import pipeline
+classify = pipeline("audio-classification", model="{Path(folder).name}")
+classify("speech.wav")  # or a 16 kHz float32 numpy array
+```
+or `python infer.py --checkpoint {Path(folder).name} --output out.csv FILES_OR_FOLDERS`.
+"""
+    path = Path(folder) / "README.md"
+    path.write_text(card)
+    return path

@@ -1,0 +1,277 @@
+"""Train a speech emotion classifier with the `transformers` Trainer, on one split or every fold of a protocol.
+
+    python train.py --corpus emodb --backbone whisper --encoder openai/whisper-base \
+        --pooling attention --protocol loso --output_dir runs/emodb_whisper
+    python train.py settings.json            # the same settings as a JSON file
+
+Each run's folder holds, per fold, the best checkpoint (save_pretrained layout, loadable with
+`pipeline("audio-classification")` after `import models`), `metrics.json`, a confusion-matrix PNG
+and a training-curve PNG; with several folds, the run folder also has the summary over folds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (EarlyStoppingCallback, HfArgumentParser, Trainer, TrainingArguments,
+                          Wav2Vec2FeatureExtractor, set_seed)
+from transformers.trainer_utils import get_last_checkpoint
+
+import models
+from corpora import parse_merge, read_corpora
+from data_process import LayersDataset, WaveCollator, WaveDataset, collate_layers, load_audio, make_folds
+from feature_cache import cached_layers
+from metrics import classification_report, compute_metrics, format_summary, summarize_folds
+from model_card import write_model_card
+from plots import confusion_png, curves_png
+
+PROTOCOLS = ("loso", "speaker_kfold", "loso_session", "fixed", "random", "all")
+
+
+@dataclass
+class DataArguments:
+    corpus: list[str] = field(default_factory=lambda: ["emodb"], metadata={
+        "help": "Corpus specs, several allowed: emodb, ravdess, urdu (from ../shared/corpora or $SER_CORPORA), "
+                "NAME=PATH for cremad, tess, casia, iemocap[:merge_excited], folder, csv, hf. See corpora.py."})
+    labels: list[str] | None = field(default=None, metadata={
+        "help": "Keep only these emotions (canonical names, after merges); default: every label found."})
+    merge: str | None = field(default=None, metadata={"help": "Label merges, e.g. 'calm:neutral,boredom:neutral'."})
+    protocol: str = field(default="loso", metadata={
+        "help": f"Split protocol, one of {PROTOCOLS}: leave-one-speaker-out, k speaker folds, leave-one-session-out, "
+                "fixed test speakers, stratified random (9:1), or 'all' (train on everything, no test)."})
+    folds: int = field(default=5, metadata={"help": "k for speaker_kfold."})
+    test_speakers: list[str] | None = field(default=None, metadata={"help": "Speakers for --protocol fixed, e.g. emodb:03."})
+    val_speakers: int = field(default=1, metadata={"help": "Speakers held out of each training fold for validation."})
+    run_folds: str = field(default="all", metadata={"help": "'all' (cross-validation) or fold numbers, e.g. '0,3'."})
+    crop_seconds: float | None = field(default=4.0, metadata={
+        "help": "Random crop of each training clip when learning from raw audio (speed); none when the encoder is cached."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Encoder-output cache; default $SER_CACHE or ~/.cache/ser."})
+    max_files: int | None = field(default=None, metadata={"help": "Use only this many files (a quick try); stratified."})
+
+
+@dataclass
+class ModelArguments:
+    backbone: str = field(default="whisper", metadata={"help": f"One of {sorted(models.BACKBONES)}."})
+    encoder: str = field(default="openai/whisper-base", metadata={
+        "help": "Pretrained encoder: hub id (e.g. facebook/wav2vec2-base) or local folder. Ignored by cnn1d."})
+    encoder_mode: str = field(default="frozen", metadata={"help": "frozen | finetune | freeze_feature_encoder."})
+    trainable_layers: int = field(default=0, metadata={"help": "With finetune: train only the top N encoder layers (0 = all)."})
+    pooling: str = field(default="attention", metadata={"help": f"One of {sorted(models.POOLINGS)}."})
+    layer_weighted: bool = field(default=False, metadata={"help": "Learned weighted sum over every encoder layer."})
+    cnn_preset: str = field(default="light", metadata={"help": "cnn1d preset: light (4 blocks) or deep (7 blocks)."})
+    cnn_first_stride: int = field(default=1, metadata={"help": "Stride of the first cnn1d conv (1 = the original design)."})
+    projector_dim: int = field(default=256, metadata={"help": "Frame projection before pooling (0 = none)."})
+    classifier_dropout: float = field(default=0.5, metadata={"help": "Dropout before the classifier."})
+    class_weighted: bool = field(default=False, metadata={"help": "Weight the loss by inverse class frequency."})
+    patience: int = field(default=8, metadata={"help": "Early stopping: epochs without a better validation UA."})
+    save_fp16: bool = field(default=False, metadata={"help": "Store the final weights in float16 (half the size)."})
+    cv_metrics: str | None = field(default=None, metadata={
+        "help": "With --protocol all: metrics.json of the same recipe's cross-validation, quoted in the model card."})
+
+
+# Defaults that differ from TrainingArguments' own; anything on the command line overrides them.
+TRAINING_DEFAULTS = {
+    "output_dir": "runs/latest", "num_train_epochs": 40, "learning_rate": 1e-3, "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 32, "warmup_steps": 0.05, "weight_decay": 0.01, "lr_scheduler_type": "cosine",
+    "logging_strategy": "epoch", "save_total_limit": 2, "report_to": "none", "seed": 0,
+}
+
+
+def parse_args(argv: list[str]) -> tuple[DataArguments, ModelArguments, TrainingArguments]:
+    """Return the three settings dataclasses from a JSON file or command-line flags."""
+    parser = HfArgumentParser((DataArguments, ModelArguments, TrainingArguments))
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_dict({**TRAINING_DEFAULTS, **json.loads(Path(argv[0]).read_text())})
+    defaults = [f"--{key}={value}" for key, value in TRAINING_DEFAULTS.items()]
+    return parser.parse_args_into_dataclasses(defaults + argv)
+
+
+def build_model(margs: ModelArguments, labels: list[str], encoder: tuple[dict, dict] | None):
+    """Return a fresh EmotionClassifier (pretrained encoder weights loaded) and its feature extractor."""
+    backbone_cls = models.BACKBONES[margs.backbone]
+    config = models.EmotionConfig(
+        backbone=margs.backbone, pooling=margs.pooling, cnn_preset=margs.cnn_preset,
+        cnn_first_stride=margs.cnn_first_stride, encoder_config=encoder[0] if encoder else None,
+        encoder_name=margs.encoder if encoder else None, encoder_mode=margs.encoder_mode,
+        trainable_layers=margs.trainable_layers, layer_weighted=margs.layer_weighted,
+        projector_dim=margs.projector_dim or None, classifier_dropout=margs.classifier_dropout,
+        id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
+    model = models.EmotionClassifier(config)
+    if encoder:
+        model.backbone.load_pretrained(encoder[1])
+        model.backbone.set_trainable(margs.encoder_mode, margs.trainable_layers)
+    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
+                                         do_normalize=backbone_cls.normalize_waveform, return_attention_mask=True)
+    return model, extractor
+
+
+def class_weighted_loss(weights: torch.Tensor):
+    """Return a Trainer `compute_loss_func` with inverse-frequency class weights."""
+    def loss(outputs, labels, num_items_in_batch=None):
+        return torch.nn.functional.cross_entropy(outputs.logits, labels, weight=weights.to(outputs.logits.device))
+    return loss
+
+
+def subsample(rows, max_files: int, seed: int):
+    """Return about `max_files` rows, the same share of every (label, speaker) pair."""
+    rng = np.random.default_rng(seed)
+    keep = rng.permutation(len(rows))[:max_files]
+    return [rows[i] for i in sorted(keep)]
+
+
+def decodable(rows) -> tuple[list, list[str]]:
+    """Return the rows whose audio decodes, and a message for each that does not."""
+    good, skipped = [], []
+    for row in rows:
+        try:
+            load_audio(row.path)
+            good.append(row)
+        except ValueError as err:
+            skipped.append(str(err))
+    return good, skipped
+
+
+def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, encoder, cached) -> dict:
+    """Train one fold, save its best checkpoint and figures in `fold_dir`, and return its test report."""
+    if (fold_dir / "metrics.json").exists():  # finished before an interruption
+        print(f"{fold_dir}: already done, kept")
+        return json.loads((fold_dir / "metrics.json").read_text())["test"]
+    set_seed(targs.seed)
+    model, extractor = build_model(margs, labels, encoder)
+    label_ids = np.array([labels.index(r.label) for r in data])
+    has_val = len(fold["val"]) > 0
+    args = dataclasses.replace(
+        targs, output_dir=str(fold_dir), eval_strategy="epoch" if has_val else "no",
+        save_strategy="epoch", load_best_model_at_end=has_val, metric_for_best_model="ua" if has_val else None,
+        greater_is_better=True, remove_unused_columns=False)
+    if cached is not None:
+        make = lambda idx: LayersDataset([cached[i] for i in idx], label_ids[idx])  # noqa: E731
+        collator = collate_layers
+    else:
+        paths = np.array([r.path for r in data])
+        make = lambda idx, crop=None: WaveDataset(paths[idx], label_ids[idx], crop, seed=targs.seed)  # noqa: E731
+        collator = WaveCollator(extractor)
+    train_ds = make(fold["train"]) if cached is not None else make(fold["train"], dargs.crop_seconds)
+    counts = np.bincount(label_ids[fold["train"]], minlength=len(labels))
+    weights = torch.tensor(len(fold["train"]) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32)
+    trainer = Trainer(
+        model=model, args=args, data_collator=collator, train_dataset=train_ds,
+        eval_dataset=make(fold["val"]) if has_val else None, processing_class=extractor,
+        compute_metrics=partial(compute_metrics, labels=labels),
+        compute_loss_func=class_weighted_loss(weights) if margs.class_weighted else None,
+        callbacks=[EarlyStoppingCallback(margs.patience)] if has_val else [])
+    start = time.time()
+    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(fold_dir)) if fold_dir.exists() else None)
+    seconds = time.time() - start
+    if not trainer.is_world_process_zero():
+        return {}
+    report = None
+    if len(fold["test"]):
+        logits = trainer.predict(make(fold["test"])).predictions
+        report = classification_report(label_ids[fold["test"]], logits.argmax(-1), labels)
+        report["test_speakers"] = sorted({data[i].speaker for i in fold["test"]})
+        confusion_png(report["confusion"], labels, fold_dir / "confusion.png",
+                      f"{fold_dir.name}: UA {report['ua']:.3f} WA {report['wa']:.3f}")
+    save_checkpoint(trainer, fold_dir, margs.save_fp16)
+    curves_png(trainer.state.log_history, fold_dir / "training_curve.png")
+    best_epoch = next((h["epoch"] for h in trainer.state.log_history
+                       if h.get("eval_ua") == trainer.state.best_metric), None)
+    (fold_dir / "metrics.json").write_text(json.dumps({
+        "test": report, "train_seconds": seconds, "best_validation_ua": trainer.state.best_metric,
+        "best_epoch": best_epoch, "epochs_run": trainer.state.epoch,
+        "sizes": {k: int(len(v)) for k, v in fold.items()}}, indent=1))
+    for stale in fold_dir.glob("checkpoint-*"):  # the best weights are saved above; resume state is no longer needed
+        shutil.rmtree(stale, ignore_errors=True)
+    return report
+
+
+def save_checkpoint(trainer: Trainer, folder: Path, fp16: bool) -> None:
+    """Save the trained model (optionally as float16 weights that load back as float32) and its extractor."""
+    model = trainer.model
+    if fp16:
+        model = model.to(torch.float16)
+    model.save_pretrained(folder)
+    trainer.processing_class.save_pretrained(folder)
+    if fp16:  # the weights are stored in half precision; computing stays in float32 on load
+        config = json.loads((folder / "config.json").read_text())
+        config["dtype"] = "float32"
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        trainer.model.to(torch.float32)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    dargs, margs, targs = parse_args(sys.argv[1:] if argv is None else argv)
+    if dargs.protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol {dargs.protocol!r} is not one of {PROTOCOLS}")
+    if margs.backbone not in models.BACKBONES:
+        raise ValueError(f"--backbone {margs.backbone!r} is not one of {sorted(models.BACKBONES)}")
+    out = Path(targs.output_dir)
+    rows = read_corpora(dargs.corpus, keep=dargs.labels, merge=parse_merge(dargs.merge) if dargs.merge else None)
+    if dargs.max_files:
+        rows = subsample(rows, dargs.max_files, targs.seed)
+    labels = sorted({r.label for r in rows})
+    is_encoder = margs.backbone != "cnn1d"
+    encoder = models.BACKBONES[margs.backbone].load_encoder(margs.encoder) if is_encoder else None
+    print(f"{len(rows)} utterances, {len({r.speaker for r in rows})} speakers, labels {labels}")
+
+    cached, skipped = None, []
+    if is_encoder and margs.encoder_mode == "frozen":
+        model, extractor = build_model(margs, labels, encoder)
+        with targs.main_process_first(desc="encoder cache"):
+            layers, skipped = cached_layers(model, extractor, [r.path for r in rows], dargs.cache_dir)
+        rows, cached = [r for r, x in zip(rows, layers) if x is not None], [x for x in layers if x is not None]
+    else:
+        rows, skipped = decodable(rows)
+    for message in skipped:
+        print(f"skipped: {message}")
+
+    if dargs.protocol == "all":
+        every = np.arange(len(rows))
+        folds = [{"train": every, "val": every[:0], "test": every[:0]}]
+    else:
+        folds = make_folds([r.label for r in rows], [r.speaker for r in rows], dargs.protocol, k=dargs.folds,
+                           sessions=[r.session for r in rows], test_speakers=dargs.test_speakers,
+                           val_speakers=dargs.val_speakers, seed=targs.seed)
+    chosen = range(len(folds)) if dargs.run_folds == "all" else [int(i) for i in dargs.run_folds.split(",")]
+    single = len(folds) == 1
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {"data": dataclasses.asdict(dargs), "model": dataclasses.asdict(margs), "training": targs.to_dict()}
+    (out / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
+
+    start, reports = time.time(), []
+    for i in chosen:
+        fold_dir = out if single else out / f"fold_{i:02d}"
+        report = run_fold(fold_dir, folds[i], rows, dargs, margs, targs, labels, encoder, cached)
+        if report:
+            reports.append(report)
+            print(f"fold {i} ({', '.join(report['test_speakers'])}): UA {report['ua']:.3f} WA {report['wa']:.3f}")
+    if not targs.should_save:  # other DDP ranks stop here
+        return {}
+    result = {"labels": labels, "corpora": dargs.corpus, "protocol": dargs.protocol, "n_utterances": len(rows),
+              "n_speakers": len({r.speaker for r in rows}), "skipped": skipped, "wall_seconds": time.time() - start,
+              "folds": reports}
+    if reports:
+        result["summary"] = summarize_folds(reports)
+        print(f"{dargs.protocol} over {len(reports)} fold(s): {format_summary(result['summary'])}")
+        confusion_png(result["summary"]["pooled"]["confusion"], labels, out / "confusion.png",
+                      f"{dargs.protocol}, pooled over folds: UA {result['summary']['pooled']['ua']:.3f}")
+    if margs.cv_metrics:
+        result["cross_validation"] = json.loads(Path(margs.cv_metrics).read_text())
+    if single:  # the run folder is the checkpoint: one metrics.json with the fold's details and the run's
+        result = {**json.loads((out / "metrics.json").read_text()), **result}
+    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    if single:
+        write_model_card(out, settings, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
