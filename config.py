@@ -25,11 +25,12 @@ class EmotionConfig(PretrainedConfig):
         encoder_mode: str = "frozen",        # frozen | finetune | freeze_feature_encoder
         trainable_layers: int = 0,           # with finetune: train only the top N layers (0 = all)
         layer_weighted: bool = False,        # learned softmax-weighted sum over every hidden layer
+        normalize_layers: bool = False,      # layer norm (no parameters) on each layer before the mix
         projector_dim: int | None = 256,     # linear projection of frames before pooling (None: none)
         pool_hidden: int = 128,              # hidden size inside attention / channels of conv_max
         classifier_dropout: float = 0.5,
         sampling_rate: int = 16_000,
-        max_seconds: float = 30.0,           # longest clip one forward takes; longer audio is windowed
+        max_seconds: float = 10.0,           # scoring window: longer audio is scored in half-overlapping windows
         **kwargs,
     ):
         self.backbone = backbone
@@ -41,6 +42,7 @@ class EmotionConfig(PretrainedConfig):
         self.encoder_mode = encoder_mode
         self.trainable_layers = trainable_layers
         self.layer_weighted = layer_weighted
+        self.normalize_layers = normalize_layers
         self.projector_dim = projector_dim
         self.pool_hidden = pool_hidden
         self.classifier_dropout = classifier_dropout

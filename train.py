@@ -102,6 +102,7 @@ def build_model(margs: ModelArguments, labels: list[str], encoder: tuple[dict, d
         cnn_first_stride=margs.cnn_first_stride, encoder_config=encoder[0] if encoder else None,
         encoder_name=margs.encoder if encoder else None, encoder_mode=margs.encoder_mode,
         trainable_layers=margs.trainable_layers, layer_weighted=margs.layer_weighted,
+        normalize_layers=margs.backbone != "cnn1d",
         projector_dim=margs.projector_dim or None, classifier_dropout=margs.classifier_dropout,
         id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
     model = models.EmotionClassifier(config)
@@ -153,7 +154,8 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         save_strategy="epoch", load_best_model_at_end=has_val, metric_for_best_model="ua" if has_val else None,
         greater_is_better=True, remove_unused_columns=False)
     if cached is not None:
-        make = lambda idx: LayersDataset([cached[i] for i in idx], label_ids[idx])  # noqa: E731
+        keep = slice(None) if margs.layer_weighted else slice(-1, None)  # only the layers the head reads
+        make = lambda idx: LayersDataset([cached[i][keep] for i in idx], label_ids[idx])  # noqa: E731
         collator = collate_layers
     else:
         paths = np.array([r.path for r in data])

@@ -24,11 +24,14 @@ BACKBONES = {
 class LayerMix(nn.Module):
     """(B, L, T, D) -> (B, T, D): a learned softmax-weighted sum of the layers, or the last one."""
 
-    def __init__(self, num_layers: int, weighted: bool):
+    def __init__(self, num_layers: int, weighted: bool, normalize: bool):
         super().__init__()
         self.weights = nn.Parameter(torch.zeros(num_layers)) if weighted else None
+        self.normalize = normalize
 
     def forward(self, layers: torch.Tensor) -> torch.Tensor:
+        if self.normalize:  # encoder layers differ in scale by orders of magnitude; put them on one footing
+            layers = nn.functional.layer_norm(layers, layers.shape[-1:])
         if self.weights is None:
             return layers[:, -1]
         return torch.einsum("bltd,l->btd", layers, torch.softmax(self.weights, dim=0))
@@ -48,7 +51,7 @@ class EmotionClassifier(PreTrainedModel):
         if config.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {config.pooling!r}; one of {sorted(POOLINGS)}")
         self.backbone = BACKBONES[config.backbone](config)
-        self.layer_mix = LayerMix(self.backbone.num_layers, config.layer_weighted)
+        self.layer_mix = LayerMix(self.backbone.num_layers, config.layer_weighted, config.normalize_layers)
         dim = self.backbone.output_dim
         if config.projector_dim:
             self.projector, dim = nn.Linear(dim, config.projector_dim), config.projector_dim
