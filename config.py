@@ -26,11 +26,19 @@ class EmotionConfig(PretrainedConfig):
         trainable_layers: int = 0,           # with finetune: train only the top N layers (0 = all)
         layer_weighted: bool = False,        # learned softmax-weighted sum over every hidden layer
         normalize_layers: bool = False,      # layer norm (no parameters) on each layer before the mix
+        frame_pooling: int = 1,              # average every k backbone frames (k=2: Whisper's 50 Hz -> 25 Hz)
         projector_dim: int | None = 256,     # linear projection of frames before pooling (None: none)
         pool_hidden: int = 128,              # hidden size inside attention / channels of conv_max
         classifier_dropout: float = 0.5,
         sampling_rate: int = 16_000,
         max_seconds: float = 10.0,           # scoring window: longer audio is scored in half-overlapping windows
+        n_mels: int | None = None,           # spectral backbones' mel bands (None: their own 40 / 128 / 64)
+        lstm_layers: int = 3,                # mfcc_lstm: stacked LSTM layers
+        lstm_hidden: int = 78,               # mfcc_lstm: units per layer; keyseg_cnn_bilstm: units per direction
+        segment_seconds: float = 0.5,        # keyseg_cnn_bilstm: segment length (25 % overlap)
+        key_beta: float = 5.0,               # keyseg_cnn_bilstm: K = 1 + adjacent-segment distances above beta x mean
+        image_model: str | None = None,      # image CNN architecture (None: efficientnet-b0 / resnet-18), see models/
+        image_weights: str | None = None,    # source of the image CNN's first weights (None: random)
         **kwargs,
     ):
         self.backbone = backbone
@@ -43,9 +51,17 @@ class EmotionConfig(PretrainedConfig):
         self.trainable_layers = trainable_layers
         self.layer_weighted = layer_weighted
         self.normalize_layers = normalize_layers
+        self.frame_pooling = frame_pooling
         self.projector_dim = projector_dim
         self.pool_hidden = pool_hidden
         self.classifier_dropout = classifier_dropout
         self.sampling_rate = sampling_rate
         self.max_seconds = max_seconds
+        self.n_mels = n_mels
+        self.lstm_layers = lstm_layers
+        self.lstm_hidden = lstm_hidden
+        self.segment_seconds = segment_seconds
+        self.key_beta = key_beta
+        self.image_model = image_model
+        self.image_weights = image_weights
         super().__init__(**kwargs)

@@ -23,8 +23,9 @@ def default_cache_dir() -> Path:
 
 
 def encoder_key(model) -> str:
-    """Return a digest of the backbone's weights and config: a different encoder never shares entries."""
-    digest = hashlib.sha1(model.config.backbone.encode())
+    """Return a digest of the backbone's weights and of what shapes its output: a different encoder never shares entries."""
+    config = model.config  # everything that shapes encode()'s output
+    digest = hashlib.sha1(f"{config.backbone}|{config.normalize_layers}|{config.frame_pooling}".encode())
     for name, tensor in sorted(model.backbone.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

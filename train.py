@@ -68,6 +68,8 @@ class ModelArguments:
     layer_weighted: bool = field(default=False, metadata={"help": "Learned weighted sum over every encoder layer."})
     cnn_preset: str = field(default="light", metadata={"help": "cnn1d preset: light (4 blocks) or deep (7 blocks)."})
     cnn_first_stride: int = field(default=1, metadata={"help": "Stride of the first cnn1d conv (1 = the original design)."})
+    frame_pooling: int = field(default=2, metadata={
+        "help": "Average every k encoder frames before the head (2 halves the head's cost; 1 = none). Ignored by cnn1d."})
     projector_dim: int = field(default=256, metadata={"help": "Frame projection before pooling (0 = none)."})
     classifier_dropout: float = field(default=0.5, metadata={"help": "Dropout before the classifier."})
     class_weighted: bool = field(default=False, metadata={"help": "Weight the loss by inverse class frequency."})
@@ -82,6 +84,7 @@ TRAINING_DEFAULTS = {
     "output_dir": "runs/latest", "num_train_epochs": 40, "learning_rate": 1e-3, "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 32, "warmup_steps": 0.05, "weight_decay": 0.01, "lr_scheduler_type": "cosine",
     "logging_strategy": "epoch", "save_total_limit": 2, "report_to": "none", "seed": 0,
+    "dataloader_pin_memory": False,
 }
 
 
@@ -102,7 +105,7 @@ def build_model(margs: ModelArguments, labels: list[str], encoder: tuple[dict, d
         cnn_first_stride=margs.cnn_first_stride, encoder_config=encoder[0] if encoder else None,
         encoder_name=margs.encoder if encoder else None, encoder_mode=margs.encoder_mode,
         trainable_layers=margs.trainable_layers, layer_weighted=margs.layer_weighted,
-        normalize_layers=margs.backbone != "cnn1d",
+        normalize_layers=margs.backbone != "cnn1d", frame_pooling=margs.frame_pooling if encoder else 1,
         projector_dim=margs.projector_dim or None, classifier_dropout=margs.classifier_dropout,
         id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
     model = models.EmotionClassifier(config)

@@ -9,7 +9,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from config import EmotionConfig
 from models.cnn1d import CNN1DBackbone
 from models.encoders import HFEncoderBackbone, WhisperBackbone
+from models.key_segments import KeySegmentCNNBiLSTM
 from models.pooling import POOLINGS
+from models.spectral import LogMelCNN, MelEfficientNet, MFCCLSTM
 
 BACKBONES = {
     "cnn1d": CNN1DBackbone,
@@ -18,23 +20,35 @@ BACKBONES = {
     "hubert": HFEncoderBackbone,
     "wavlm": HFEncoderBackbone,
     "data2vec-audio": HFEncoderBackbone,
+    "logmel_cnn": LogMelCNN,
+    "mfcc_lstm": MFCCLSTM,
+    "keyseg_cnn_bilstm": KeySegmentCNNBiLSTM,
+    "mel_efficientnet": MelEfficientNet,
 }
 
 
 class LayerMix(nn.Module):
     """(B, L, T, D) -> (B, T, D): a learned softmax-weighted sum of the layers, or the last one."""
 
-    def __init__(self, num_layers: int, weighted: bool, normalize: bool):
+    def __init__(self, num_layers: int, weighted: bool):
         super().__init__()
         self.weights = nn.Parameter(torch.zeros(num_layers)) if weighted else None
-        self.normalize = normalize
 
     def forward(self, layers: torch.Tensor) -> torch.Tensor:
-        if self.normalize:  # encoder layers differ in scale by orders of magnitude; put them on one footing
-            layers = nn.functional.layer_norm(layers, layers.shape[-1:])
         if self.weights is None:
             return layers[:, -1]
         return torch.einsum("bltd,l->btd", layers, torch.softmax(self.weights, dim=0))
+
+
+def pool_frames(layers: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average every k consecutive real frames: (B, L, T, D), (B, T) -> (B, L, ceil(T/k), D), mask."""
+    pad = -layers.shape[2] % k
+    layers = nn.functional.pad(layers * mask[:, None, :, None], (0, 0, 0, pad))
+    mask = nn.functional.pad(mask, (0, pad))
+    B, L, T, D = layers.shape
+    counts = mask.view(B, T // k, k).sum(-1)  # (B, T/k)
+    summed = layers.view(B, L, T // k, k, D).sum(3)
+    return summed / counts.clamp(min=1)[:, None, :, None], counts > 0
 
 
 class EmotionClassifier(PreTrainedModel):
@@ -51,7 +65,7 @@ class EmotionClassifier(PreTrainedModel):
         if config.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {config.pooling!r}; one of {sorted(POOLINGS)}")
         self.backbone = BACKBONES[config.backbone](config)
-        self.layer_mix = LayerMix(self.backbone.num_layers, config.layer_weighted, config.normalize_layers)
+        self.layer_mix = LayerMix(self.backbone.num_layers, config.layer_weighted)
         dim = self.backbone.output_dim
         if config.projector_dim:
             self.projector, dim = nn.Linear(dim, config.projector_dim), config.projector_dim
@@ -71,7 +85,12 @@ class EmotionClassifier(PreTrainedModel):
 
     def encode(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """Return the backbone's layers (B, L, T, D) and frame mask (B, T): what the cache stores."""
-        return self.backbone(input_values, attention_mask)
+        layers, mask = self.backbone(input_values, attention_mask)
+        if self.config.normalize_layers:  # encoder layers differ in scale by orders of magnitude
+            layers = nn.functional.layer_norm(layers, layers.shape[-1:])
+        if self.config.frame_pooling > 1:
+            layers, mask = pool_frames(layers, mask, self.config.frame_pooling)
+        return layers, mask
 
     def forward(
         self,

@@ -21,7 +21,7 @@ TINY_W2V2 = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_he
 def tiny(backbone="cnn1d", **kw) -> EmotionClassifier:
     encoder = {"whisper": TINY_WHISPER, "wav2vec2": TINY_W2V2}.get(backbone)
     config = EmotionConfig(backbone=backbone, encoder_config=encoder, cnn_first_stride=4, projector_dim=16,
-                           pool_hidden=8, normalize_layers=backbone != "cnn1d",
+                           pool_hidden=8, normalize_layers=backbone != "cnn1d", frame_pooling=2 if backbone != "cnn1d" else 1,
                            id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)}, **kw)
     torch.manual_seed(0)
     return EmotionClassifier(config).eval()
@@ -49,6 +49,7 @@ def test_pooling_ignores_padding(pooling):
 
 @pytest.mark.parametrize("backbone, pooling, weighted", [
     ("cnn1d", "max", False), ("cnn1d", "conv_max", False), ("whisper", "attention", True),
+    ("whisper", "max", True),
     ("whisper", "mean", False), ("wav2vec2", "attention", True), ("wav2vec2", "conv_max", False)])
 def test_padding_a_batch_changes_no_output(backbone, pooling, weighted):
     model = tiny(backbone, pooling=pooling, layer_weighted=weighted)
