@@ -1,0 +1,95 @@
+"""Training end to end on real EmoDB speech: held-out speakers, cross-validation, resume and DDP."""
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from transformers import pipeline
+
+import models  # noqa: F401
+import train
+from data_process import load_audio
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CNN = ["--backbone", "cnn1d", "--cnn_first_stride", "4", "--pooling", "max", "--per_device_train_batch_size", "8",
+            "--crop_seconds", "1.5", "--disable_tqdm", "true", "--learning_rate", "3e-3"]
+
+
+def test_whisper_head_on_unseen_speakers(tmp_path, whisper_path, emodb_rows):
+    """Frozen Whisper-base + attention head on 4 emotions, tested on two speakers it never heard."""
+    out = tmp_path / "run"
+    result = train.main([
+        "--corpus", "emodb", "--labels", "angry", "happy", "neutral", "sad", "--backbone", "whisper",
+        "--encoder", whisper_path, "--pooling", "attention", "--layer_weighted", "true",
+        "--protocol", "fixed", "--test_speakers", "emodb:03", "emodb:14", "--num_train_epochs", "15",
+        "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"])
+    assert result["folds"][0]["ua"] > 0.6, result["folds"][0]  # chance is 0.25
+    for name in ["config.json", "model.safetensors", "preprocessor_config.json", "metrics.json", "README.md",
+                 "confusion.png", "training_curve.png", "settings.json"]:
+        assert (out / name).exists(), name
+    assert "UA" in (out / "README.md").read_text()
+
+    # the saved checkpoint through `pipeline`, on the held-out speakers' clips
+    test_rows = [r for r in emodb_rows if r.speaker in ("emodb:03", "emodb:14") and r.label in ("angry", "happy", "neutral", "sad")]
+    classify = pipeline("audio-classification", model=str(out))
+    predicted = [classify(load_audio(r.path))[0]["label"] for r in test_rows]
+    recalls = [np.mean([p == r.label for p, r in zip(predicted, test_rows) if r.label == lab]) for lab in ("angry", "happy", "neutral", "sad")]
+    assert np.mean(recalls) > 0.6
+
+    # and through infer.py: the same top emotion as the pipeline for every file
+    csv_path = tmp_path / "out.csv"
+    subprocess.run([sys.executable, "infer.py", "--checkpoint", str(out), "--output", str(csv_path),
+                    *[r.path for r in test_rows[:6]]], cwd=ROOT, check=True)
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [r["label"] for r in rows] == predicted[:6]
+
+
+def test_cross_validation_reports_every_fold(tmp_path, emodb_rows):
+    out = tmp_path / "cv"
+    result = train.main(["--corpus", "emodb", "--labels", "angry", "sad", "--protocol", "speaker_kfold", "--folds", "3",
+                         "--max_files", "60", "--num_train_epochs", "2", "--output_dir", str(out), *TINY_CNN])
+    assert len(result["folds"]) == 3
+    summary = json.loads((out / "metrics.json").read_text())["summary"]
+    assert len(summary["ua"]["folds"]) == 3 and summary["ua"]["std"] >= 0
+    assert np.sum(summary["pooled"]["confusion"]) == result["n_utterances"]  # every clip tested once
+    tested = [s for f in result["folds"] for s in f["test_speakers"]]
+    assert len(tested) == len(set(tested))  # no speaker tested twice
+    for i in range(3):
+        assert (out / f"fold_{i:02d}" / "model.safetensors").exists()
+        assert not list((out / f"fold_{i:02d}").glob("checkpoint-*"))  # finished folds keep only the best weights
+
+
+def test_interrupted_run_resumes(tmp_path, emodb_rows):
+    out = tmp_path / "resume"
+    cmd = [sys.executable, "train.py", "--corpus", "emodb", "--labels", "angry", "sad", "--protocol", "fixed",
+           "--test_speakers", "emodb:03", "--max_files", "80", "--num_train_epochs", "30", "--patience", "100",
+           "--output_dir", str(out), *TINY_CNN]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list(out.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline and first.poll() is None:
+        time.sleep(0.5)
+    first.kill()
+    first.wait()
+    assert list(out.glob("checkpoint-*")), "no checkpoint was written before the interruption"
+    second = subprocess.run(cmd + ["--num_train_epochs", "3", "--log_level", "info"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "Continuing training from checkpoint" in second.stderr + second.stdout
+    assert json.loads((out / "metrics.json").read_text())["test"]["n"] > 0
+
+
+def test_torchrun_trains_with_two_processes(tmp_path, emodb_rows):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py", "--corpus", "emodb",
+           "--labels", "angry", "sad", "--protocol", "fixed", "--test_speakers", "emodb:03", "--max_files", "60",
+           "--num_train_epochs", "1", "--output_dir", str(out), "--ddp_backend", "gloo", "--use_cpu", "true",
+           "--log_level", "info", *TINY_CNN]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
+    assert "Total train batch size (w. parallel, distributed & accumulation) = 16" in log  # 8 per process x 2
+    assert (out / "metrics.json").exists() and (out / "model.safetensors").exists()
