@@ -23,7 +23,7 @@ def _confusion_table(confusion: list[list[int]], labels: list[str]) -> str:
 
 def _figures(metrics: dict) -> tuple[str, str]:
     """Return (a sentence with the held-out figures, the confusion table) from a run's metrics."""
-    cv = metrics.get("cross_validation") or (metrics if "summary" in metrics else None)
+    cv = metrics.get("cross_validation") or (metrics if metrics.get("summary") else None)
     if cv and "summary" in cv:
         s = cv["summary"]
         text = (f"Cross-validated with the same recipe, protocol **{cv['protocol']}** over {len(cv['folds'])} folds "

@@ -10,6 +10,7 @@ and a training-curve PNG; with several folds, the run folder also has the summar
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import shutil
@@ -26,6 +27,7 @@ from transformers import (EarlyStoppingCallback, HfArgumentParser, Trainer, Trai
 from transformers.trainer_utils import get_last_checkpoint
 
 import models
+from augment import training_dataset
 from corpora import parse_merge, read_corpora
 from data_process import LayersDataset, WaveCollator, WaveDataset, collate_layers, load_audio, make_folds
 from feature_cache import cached_layers
@@ -33,7 +35,7 @@ from metrics import classification_report, compute_metrics, format_summary, summ
 from model_card import write_model_card
 from plots import confusion_png, curves_png
 
-PROTOCOLS = ("loso", "speaker_kfold", "loso_session", "fixed", "random", "all")
+PROTOCOLS = ("loso", "speaker_kfold", "loso_session", "fixed", "random", "random_kfold", "all")
 
 
 @dataclass
@@ -46,8 +48,9 @@ class DataArguments:
     merge: str | None = field(default=None, metadata={"help": "Label merges, e.g. 'calm:neutral,boredom:neutral'."})
     protocol: str = field(default="loso", metadata={
         "help": f"Split protocol, one of {PROTOCOLS}: leave-one-speaker-out, k speaker folds, leave-one-session-out, "
-                "fixed test speakers, stratified random (9:1), or 'all' (train on everything, no test)."})
-    folds: int = field(default=5, metadata={"help": "k for speaker_kfold."})
+                "fixed test speakers, stratified random (9:1), k stratified random folds (speaker-dependent), "
+                "or 'all' (train on everything, no test)."})
+    folds: int = field(default=5, metadata={"help": "k for speaker_kfold and random_kfold."})
     test_speakers: list[str] | None = field(default=None, metadata={"help": "Speakers for --protocol fixed, e.g. emodb:03."})
     val_speakers: int = field(default=1, metadata={"help": "Speakers held out of each training fold for validation."})
     run_folds: str = field(default="all", metadata={"help": "'all' (cross-validation) or fold numbers, e.g. '0,3'."})
@@ -55,6 +58,8 @@ class DataArguments:
         "help": "Random crop of each training clip when learning from raw audio (speed); none when the encoder is cached."})
     cache_dir: str | None = field(default=None, metadata={"help": "Encoder-output cache; default $SER_CACHE or ~/.cache/ser."})
     max_files: int | None = field(default=None, metadata={"help": "Use only this many files (a quick try); stratified."})
+    augment: bool = field(default=False, metadata={
+        "help": "Augment training clips (audiomentations: Gaussian noise, gain, time shift; see augment.py)."})
 
 
 @dataclass
@@ -72,6 +77,14 @@ class ModelArguments:
         "help": "Average every k encoder frames before the head (2 halves the head's cost; 1 = none). Ignored by cnn1d."})
     projector_dim: int = field(default=256, metadata={"help": "Frame projection before pooling (0 = none)."})
     classifier_dropout: float = field(default=0.5, metadata={"help": "Dropout before the classifier."})
+    n_mels: int = field(default=0, metadata={"help": "Mel bands of logmel_cnn, mel_efficientnet, keyseg_cnn_bilstm (0 = theirs)."})
+    lstm_layers: int = field(default=3, metadata={"help": "mfcc_lstm: stacked LSTM layers."})
+    lstm_hidden: int = field(default=78, metadata={"help": "mfcc_lstm: units per layer; keyseg_cnn_bilstm: per direction."})
+    key_beta: float = field(default=5.0, metadata={"help": "keyseg_cnn_bilstm: K = 1 + segment distances above beta x mean."})
+    image_model: str | None = field(default=None, metadata={
+        "help": "mel_efficientnet: efficientnet-b0 (default) | efficientnet-tiny; keyseg_cnn_bilstm: resnet-18 | resnet-tiny."})
+    image_weights: str | None = field(default=None, metadata={
+        "help": "Image-pretrained weights for that CNN (google/efficientnet-b0, microsoft/resnet-18); none: random init."})
     class_weighted: bool = field(default=False, metadata={"help": "Weight the loss by inverse class frequency."})
     patience: int = field(default=8, metadata={"help": "Early stopping: epochs without a better validation UA."})
     save_fp16: bool = field(default=False, metadata={"help": "Store the final weights in float16 (half the size)."})
@@ -107,11 +120,15 @@ def build_model(margs: ModelArguments, labels: list[str], encoder: tuple[dict, d
         trainable_layers=margs.trainable_layers, layer_weighted=margs.layer_weighted,
         normalize_layers=margs.backbone != "cnn1d", frame_pooling=margs.frame_pooling if encoder else 1,
         projector_dim=margs.projector_dim or None, classifier_dropout=margs.classifier_dropout,
+        n_mels=margs.n_mels or None, lstm_layers=margs.lstm_layers, lstm_hidden=margs.lstm_hidden,
+        key_beta=margs.key_beta, image_model=margs.image_model, image_weights=margs.image_weights,
         id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
     model = models.EmotionClassifier(config)
     if encoder:
         model.backbone.load_pretrained(encoder[1])
         model.backbone.set_trainable(margs.encoder_mode, margs.trainable_layers)
+    if hasattr(model.backbone, "load_image_weights"):  # image CNNs: pretrained weights, or a logged random start
+        model.backbone.load_image_weights(margs.image_weights)
     extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
                                          do_normalize=backbone_cls.normalize_waveform, return_attention_mask=True)
     return model, extractor
@@ -165,6 +182,8 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         make = lambda idx, crop=None: WaveDataset(paths[idx], label_ids[idx], crop, seed=targs.seed)  # noqa: E731
         collator = WaveCollator(extractor)
     train_ds = make(fold["train"]) if cached is not None else make(fold["train"], dargs.crop_seconds)
+    if cached is None:  # --augment, and silence trimming before the crop for backbones that trim
+        train_ds = training_dataset(train_ds, dargs.augment, getattr(model.backbone, "trim_db", None))
     counts = np.bincount(label_ids[fold["train"]], minlength=len(labels))
     weights = torch.tensor(len(fold["train"]) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32)
     trainer = Trainer(
@@ -183,6 +202,7 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         logits = trainer.predict(make(fold["test"])).predictions
         report = classification_report(label_ids[fold["test"]], logits.argmax(-1), labels)
         report["test_speakers"] = sorted({data[i].speaker for i in fold["test"]})
+        write_predictions(fold_dir / "predictions.csv", [data[i] for i in fold["test"]], logits, labels)
         confusion_png(report["confusion"], labels, fold_dir / "confusion.png",
                       f"{fold_dir.name}: UA {report['ua']:.3f} WA {report['wa']:.3f}")
     save_checkpoint(trainer, fold_dir, margs.save_fp16)
@@ -196,6 +216,26 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     for stale in fold_dir.glob("checkpoint-*"):  # the best weights are saved above; resume state is no longer needed
         shutil.rmtree(stale, ignore_errors=True)
     return report
+
+
+def write_predictions(path: Path, rows, logits: np.ndarray, labels: list[str]) -> None:
+    """Write each test clip's path, speaker, corpus, true and predicted label and probabilities."""
+    probs = torch.softmax(torch.as_tensor(logits), dim=-1).numpy()
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "speaker", "corpus", "label", "predicted", *labels])
+        for row, p in zip(rows, probs):
+            writer.writerow([row.path, row.speaker, row.corpus, row.label, labels[int(p.argmax())], *np.round(p, 5)])
+
+
+def by_corpus(fold_dirs: list[Path], labels: list[str]) -> dict:
+    """Return WA, UA and macro-F1 per corpus, pooled over the folds' predictions.csv files."""
+    pairs = {}
+    for folder in fold_dirs:
+        for row in csv.DictReader(open(folder / "predictions.csv")):
+            pairs.setdefault(row["corpus"], []).append((labels.index(row["label"]), labels.index(row["predicted"])))
+    reports = {corpus: classification_report(*zip(*p), labels) for corpus, p in pairs.items()}
+    return {corpus: {k: r[k] for k in ("ua", "wa", "macro_f1", "n")} for corpus, r in reports.items()}
 
 
 def save_checkpoint(trainer: Trainer, folder: Path, fp16: bool) -> None:
@@ -223,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     if dargs.max_files:
         rows = subsample(rows, dargs.max_files, targs.seed)
     labels = sorted({r.label for r in rows})
-    is_encoder = margs.backbone != "cnn1d"
+    is_encoder = hasattr(models.BACKBONES[margs.backbone], "load_encoder")  # a pretrained encoder, not from scratch
     encoder = models.BACKBONES[margs.backbone].load_encoder(margs.encoder) if is_encoder else None
     print(f"{len(rows)} utterances, {len({r.speaker for r in rows})} speakers, labels {labels}")
 
@@ -252,8 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "settings.json").write_text(json.dumps(settings, indent=1, default=str))
 
     start, reports = time.time(), []
-    for i in chosen:
-        fold_dir = out if single else out / f"fold_{i:02d}"
+    fold_dirs = [out if single else out / f"fold_{i:02d}" for i in chosen]
+    for i, fold_dir in zip(chosen, fold_dirs):
         report = run_fold(fold_dir, folds[i], rows, dargs, margs, targs, labels, encoder, cached)
         if report:
             reports.append(report)
@@ -264,10 +304,13 @@ def main(argv: list[str] | None = None) -> dict:
               "n_speakers": len({r.speaker for r in rows}), "skipped": skipped, "wall_seconds": time.time() - start,
               "folds": reports}
     if reports:
+        result["by_corpus"] = by_corpus(fold_dirs, labels)
         result["summary"] = summarize_folds(reports)
         print(f"{dargs.protocol} over {len(reports)} fold(s): {format_summary(result['summary'])}")
         confusion_png(result["summary"]["pooled"]["confusion"], labels, out / "confusion.png",
                       f"{dargs.protocol}, pooled over folds: UA {result['summary']['pooled']['ua']:.3f}")
+    for fold_dir, report in zip(fold_dirs if not single else [], reports):  # each fold's checkpoint describes itself
+        write_model_card(fold_dir, settings, {**result, "test": report, "summary": None, "protocol": dargs.protocol})
     if margs.cv_metrics:
         result["cross_validation"] = json.loads(Path(margs.cv_metrics).read_text())
     if single:  # the run folder is the checkpoint: one metrics.json with the fold's details and the run's
