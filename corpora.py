@@ -7,6 +7,7 @@ Spec forms (read_corpus, read_corpora):
   iemocap=PATH:merge_excited  "exc" becomes happy (the 4-class setup also needs keep=neutral,happy,sad,angry)
   folder=PATH                 PATH/<emotion>/**/*.wav, emotion folder names like Anger, happy, fear
   csv=MANIFEST.csv            columns path,label[,speaker]; relative paths are against the CSV's folder
+  csv=MANIFEST.csv:task=spoof labels of another task (TASK_LABELS), e.g. bonafide/synthetic (make_synthetic.py)
   hf=NAME_OR_PATH[:OPTIONS]   a Hugging Face dataset (hub name, save_to_disk folder, or data folder);
                               options audio=COL,label=COL (defaults audio, label), split=A+B (default:
                               all), speaker=COL, merge_excited. Splits named session1..5 (IEMOCAP_Audio)
@@ -34,19 +35,23 @@ from typing import Callable, Sequence
 from data_process import AUDIO_EXTENSIONS
 
 CANONICAL = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised", "boredom")
+TASK_LABELS = {  # label sets of a CSV manifest (csv=PATH:task=NAME); emotion names may be any alias
+    "emotion": CANONICAL,
+    "spoof": ("bonafide", "synthetic"),  # real against synthesised speech (make_synthetic.py)
+}
 
 SPEC_FORMS = """valid corpus specs:
   emodb | ravdess | urdu                       a corpus folder under corpora_root()
   emodb=PATH  ravdess=PATH  urdu=PATH  cremad=PATH  tess=PATH  casia=PATH  iemocap=PATH[:merge_excited]
   folder=PATH                                  PATH/<emotion>/**/*.wav
-  csv=MANIFEST.csv                             columns path,label[,speaker]
+  csv=MANIFEST.csv[:task=spoof]                columns path,label[,speaker]; task: labels other than emotions
   hf=NAME_OR_PATH[:audio=COL,label=COL,split=A+B,speaker=COL,merge_excited]"""
 
 
 @dataclass(frozen=True)
 class Utterance:
     path: str  # absolute path of an audio file
-    label: str  # canonical emotion name from CANONICAL
+    label: str  # canonical emotion name from CANONICAL (or a TASK_LABELS label, csv with task=)
     speaker: str  # "<corpus>:<id>", e.g. "emodb:03"
     corpus: str  # "emodb", "ravdess", ...
     session: str | None = None  # IEMOCAP "Session1".. ; None elsewhere
@@ -220,8 +225,13 @@ def read_folder(root: str | Path) -> list[Utterance]:
     return _nonempty(rows, root)
 
 
-def read_csv(root: str | Path) -> list[Utterance]:
-    """Return the utterances of a manifest CSV with columns path,label[,speaker] ("csv:<speaker>")."""
+def read_csv(root: str | Path, task: str = "emotion") -> list[Utterance]:
+    """Return the utterances of a manifest CSV with columns path,label[,speaker] ("csv:<speaker>").
+
+    task: "emotion" (names through ALIASES) or another key of TASK_LABELS, whose labels are taken as written.
+    """
+    if task not in TASK_LABELS:
+        raise ValueError(f"unknown task {task!r}; one of {sorted(TASK_LABELS)}")
     manifest = Path(root).expanduser().resolve()
     if not manifest.is_file():
         raise ValueError(f"{manifest}: manifest CSV does not exist")
@@ -233,7 +243,8 @@ def read_csv(root: str | Path) -> list[Utterance]:
     rows, problems = [], []
     for line, record in enumerate(records, start=2):
         path = (manifest.parent / (record["path"] or "").strip()).resolve()
-        label = _alias(record["label"] or "")
+        text = (record["label"] or "").strip().lower()
+        label = _alias(text) if task == "emotion" else text if text in TASK_LABELS[task] else None
         if path.suffix.lower() not in AUDIO_EXTENSIONS:
             continue
         if label is None:
@@ -382,8 +393,8 @@ def read_corpus(spec: str) -> list[Utterance]:
 
 
 def _check_labels(names, what: str) -> None:
-    """Raise ValueError if any of `names` is not a CANONICAL label."""
-    bad = sorted(set(names) - set(CANONICAL))
+    """Raise ValueError if any of `names` is not a CANONICAL label (or another task's)."""
+    bad = sorted(set(names) - set().union(*TASK_LABELS.values()))
     if bad:
         hint = " (IEMOCAP: use the spec option :merge_excited)" if "excited" in bad else ""
         raise ValueError(f"{what}: unknown label(s) {bad}; labels are {', '.join(CANONICAL)}{hint}")

@@ -112,6 +112,7 @@ def make_folds(
     """Return the folds of `protocol` over utterances with these labels and speakers.
 
     protocols: random (stratified 8:1:1, the original 9:1 train/test with a validation slice),
+    random_kfold (k stratified folds of utterances: speaker-dependent, every speaker in train and test),
     speaker_kfold (k folds of whole speakers), loso (leave one speaker out),
     loso_session (leave one session out), fixed (the given test speakers).
     """
@@ -122,6 +123,18 @@ def make_folds(
         rest, test = _stratified_split(every, labels, 0.1, rng)
         train, val = _stratified_split(rest, labels, 1 / 9, rng)
         return [{"train": train, "val": val, "test": test}]
+    if protocol == "random_kfold":
+        if not 2 <= k <= len(labels):
+            raise ValueError(f"random_kfold needs 2 <= k <= number of utterances ({len(labels)}), got k={k}")
+        part = np.zeros(len(labels), dtype=int)  # fold of each utterance, dealt out label by label
+        for label in np.unique(labels):
+            members = rng.permutation(every[labels == label])
+            part[members] = (np.arange(len(members)) + rng.integers(k)) % k
+        folds = []
+        for i in range(k):
+            train, val = _stratified_split(every[part != i], labels, 1 / 9, rng)
+            folds.append({"train": train, "val": val, "test": every[part == i]})
+        return folds
     if protocol == "loso":
         groups = [[s] for s in np.unique(speakers)]
     elif protocol == "loso_session":
@@ -140,7 +153,8 @@ def make_folds(
             raise ValueError(f"fixed protocol needs --test_speakers from the data; unknown: {missing}")
         groups = [list(test_speakers)]
     else:
-        raise ValueError(f"unknown protocol {protocol!r}; one of random, speaker_kfold, loso, loso_session, fixed")
+        raise ValueError(f"unknown protocol {protocol!r}; one of random, random_kfold, speaker_kfold, loso, loso_session, "
+                         "fixed")
     folds = []
     for group in groups:
         is_test = np.isin(speakers, group)

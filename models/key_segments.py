@@ -73,7 +73,7 @@ class KeySegmentCNNBiLSTM(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        name = config.image_model or "resnet-18"
+        self.name = name = config.image_model or "resnet-18"
         if name not in RESNETS:
             raise ValueError(f"unknown image_model {name!r} for keyseg_cnn_bilstm; one of {sorted(RESNETS)}")
         self.segment_samples = int(config.segment_seconds * SAMPLE_RATE)
@@ -84,13 +84,16 @@ class KeySegmentCNNBiLSTM(nn.Module):
         self.output_dim, self.num_layers = 2 * config.lstm_hidden, 1
 
     def load_image_weights(self, name_or_path: str | None) -> None:
-        load_image_weights(self.cnn, ResNetModel, name_or_path, "microsoft/resnet-18")
+        load_image_weights(self.cnn, ResNetModel, name_or_path, f"keyseg_cnn_bilstm ({self.name})",
+                           "microsoft/resnet-18")
 
     def key_spectrograms(self, wave: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
         """One clip (N,) -> (its key segments' spectrograms (K, M, T), their segment indices)."""
         specs = self.mel(segment(wave, self.segment_samples))  # (S, M, T)
         specs = standardize(floor_db(specs))  # one level for the whole utterance
-        keys = select_key_segments(specs.detach().flatten(1).cpu().numpy(), self.beta)
+        # a segment's mean spectrum describes what it holds; flattened spectrograms of any two speech
+        # segments are about equally far apart, which hides the changes K is counted from
+        keys = select_key_segments(specs.detach().mean(dim=-1).cpu().numpy(), self.beta)
         return specs[keys], keys
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):

@@ -42,7 +42,7 @@ class LogMel(nn.Module):
             wave = nn.functional.pad(wave, (0, self.min_samples - wave.shape[-1]))
         flat = wave.reshape(-1, wave.shape[-1])
         stft = torch.stft(flat, self.n_fft, self.hop, win_length=self.win_length, window=self.window,
-                          center=True, return_complex=True)
+                          center=True, pad_mode="constant", return_complex=True)  # as librosa
         power = stft.abs() ** 2  # (S, F, T)
         db = 10.0 * torch.log10(self.filters @ power + 1e-10)  # (S, M, T)
         return db.reshape(*wave.shape[:-1], *db.shape[-2:])
@@ -118,8 +118,10 @@ class MFCCLSTM(nn.Module):
     """MFCC stacked LSTM: 13 MFCCs (25 ms window, 10 ms step, 40 mel bands), z-scored per utterance and
     coefficient, through `lstm_layers` LSTM layers of `lstm_hidden` units.
 
-    Returns the top layer's state at each clip's last real step (pack_padded_sequence) as a single
-    frame with a one-frame mask, so any pooling head classifies from the last valid step.
+    Returns the top layer's output at each clip's last real step as a single frame with a one-frame mask,
+    so any pooling head classifies from the last valid step. A forward LSTM's output at step t depends on
+    steps <= t only, so reading it there ignores the padding exactly, like pack_padded_sequence, whose
+    backward pass is about 15x slower on CPU (2.3 s against 0.15 s for 32 clips of 4 s).
     """
 
     normalize_waveform = False  # per-utterance MFCC normalisation makes gain irrelevant
@@ -142,11 +144,9 @@ class MFCCLSTM(nn.Module):
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
         feats = [self.mfcc(w) for w in clips(input_values, attention_mask)]
-        lengths = torch.tensor([len(f) for f in feats])
-        x = nn.utils.rnn.pad_sequence(feats, batch_first=True)  # (B, T, 13)
-        packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        _, (hidden, _) = self.lstm(packed)  # hidden: (layers, B, H), at each clip's last real step
-        last = hidden[-1]  # (B, H)
+        lengths = torch.tensor([len(f) for f in feats], device=input_values.device)
+        out, _ = self.lstm(nn.utils.rnn.pad_sequence(feats, batch_first=True))  # (B, T, H)
+        last = out[torch.arange(len(out), device=out.device), lengths - 1]  # (B, H): each clip's last real step
         mask = torch.ones(len(last), 1, dtype=torch.bool, device=last.device)
         return last[:, None, None], mask  # (B, 1, 1, H), (B, 1)
 
@@ -161,11 +161,28 @@ EFFICIENTNETS = {
 }
 
 
-def load_image_weights(cnn: nn.Module, model_class, name_or_path: str | None, what: str) -> None:
-    """Load image-pretrained weights into the one-channel `cnn` (RGB first conv summed), or say it stays random."""
+def reinit_for_scratch(cnn: nn.Module) -> nn.Module:
+    """Return `cnn` with He-initialised convolutions and unit batch-norm scales, for training from scratch.
+
+    transformers' EfficientNet init (N(0, 0.02) for every conv weight and batch-norm scale) makes the
+    activations of a random network vanish to zero (and crawl through denormal floats on CPU).
+    """
+    for module in cnn.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")  # fan_in suits depthwise
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return cnn
+
+
+def load_image_weights(cnn: nn.Module, model_class, name_or_path: str | None, what: str, hub_id: str) -> None:
+    """Load image-pretrained weights into the one-channel `cnn` (RGB first conv summed), or log that it stays random."""
     if not name_or_path:
-        logger.warning("%s: RANDOM INITIALISATION (no image-pretrained weights given; with them: --image_weights %s)",
-                       what, what)
+        logger.warning("%s: RANDOM INITIALISATION, no image-pretrained weights (ImageNet weights, where you have "
+                       "them: --image_weights %s)", what, hub_id)
         return
     state = model_class.from_pretrained(name_or_path, dtype=torch.float32).state_dict()
     own = cnn.state_dict()
@@ -175,7 +192,7 @@ def load_image_weights(cnn: nn.Module, model_class, name_or_path: str | None, wh
     try:
         cnn.load_state_dict(state)
     except RuntimeError as err:
-        raise ValueError(f"{name_or_path}: its weights do not fit the chosen --image_model ({err})") from None
+        raise ValueError(f"{name_or_path}: its weights do not fit {what} ({err})") from None
     logger.warning("%s: image-pretrained weights loaded from %s", what, name_or_path)
 
 
@@ -193,15 +210,16 @@ class MelEfficientNet(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        name = config.image_model or "efficientnet-b0"
+        self.name = name = config.image_model or "efficientnet-b0"
         if name not in EFFICIENTNETS:
             raise ValueError(f"unknown image_model {name!r} for mel_efficientnet; one of {sorted(EFFICIENTNETS)}")
-        self.cnn = EfficientNetModel(EfficientNetConfig(num_channels=1, **EFFICIENTNETS[name]))
+        self.cnn = reinit_for_scratch(EfficientNetModel(EfficientNetConfig(num_channels=1, **EFFICIENTNETS[name])))
         self.mel = LogMel(config.n_mels or 128, self.n_fft, self.hop, min_samples=SAMPLE_RATE // 4)
         self.output_dim, self.num_layers = self.cnn.config.hidden_dim, 1
 
     def load_image_weights(self, name_or_path: str | None) -> None:
-        load_image_weights(self.cnn, EfficientNetModel, name_or_path, "google/efficientnet-b0")
+        load_image_weights(self.cnn, EfficientNetModel, name_or_path, f"mel_efficientnet ({self.name})",
+                           "google/efficientnet-b0")
 
     def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         """One clip (N,) -> (M, T): trimmed, peak-normalised, log-mel z-scored over the clip."""
