@@ -1,0 +1,56 @@
+"""Serve the speech emotion recognition page: record or upload speech, see every emotion's probability.
+
+    python app.py                                   # http://127.0.0.1:7860, models from checkpoints/
+    python app.py --host 0.0.0.0 --port 8080 --checkpoints runs/mine --max_seconds 120
+
+The model chosen at launch is the one named in CHECKPOINTS/default.txt, else the checkpoint with
+the highest held-out UA. Nothing is fetched from the network.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# offline by design: no hub look-ups, no usage statistics
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+ROOT = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    summary, details = __doc__.split("\n\n", 1)
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on")
+    parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"),
+                        help="folder whose checkpoint subfolders the page offers; nothing else can be loaded")
+    parser.add_argument("--max_seconds", type=float, default=600.0, help="longest audio accepted, in seconds")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from ui.layout import build
+    from ui.model_store import ModelStore
+
+    store = ModelStore(args.checkpoints)
+    for error in store.preload():
+        print(f"warning: checkpoint failed to load: {error}", file=sys.stderr)
+    if store.default:
+        print(f"{len(store.checkpoints)} checkpoint(s) in {store.root}; default: {store.default}")
+    else:
+        print(f"warning: no loadable checkpoint in {store.root}; the page will say so", file=sys.stderr)
+    demo = build(store, args.max_seconds)
+    # a 10-minute 48 kHz stereo WAV is about 110 MB; refuse much larger uploads before they reach the callbacks
+    demo.queue(default_concurrency_limit=1).launch(
+        server_name=args.host, server_port=args.port, max_file_size="200mb", footer_links=["api"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Print the app's server-side time from an uploaded 5 s clip to its probabilities, for each checkpoint.
+
+    python latency.py                          # checkpoints/, 5 s of real EmoDB speech as a 48 kHz WAV
+    python latency.py --checkpoints runs/x --clip my.wav --repeats 20
+
+What is timed is what the app does per request (ui.callbacks.analyse): decode the uploaded file,
+resample it to 16 kHz, the silence and voice-activity checks, and the model. Model loading is
+timed apart (it happens once per model). Timings on a shared machine vary with its load, which is
+printed alongside.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+
+def five_seconds_of_speech(seconds: float) -> np.ndarray:
+    """Return `seconds` of real speech at 16 kHz: EmoDB utterances of one speaker, one after another."""
+    from corpora import corpora_root
+    from data_process import load_audio
+
+    files = sorted((corpora_root() / "emodb" / "wav").glob("03a0*.wav"))
+    if not files:
+        raise SystemExit(f"no EmoDB recordings under {corpora_root()}: pass --clip FILE (real speech)")
+    clips, total = [], 0
+    for path in files:
+        clips.append(load_audio(path))
+        total += len(clips[-1])
+        if total >= seconds * 16_000:
+            break
+    return np.concatenate(clips)[: int(seconds * 16_000)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"), help="folder of checkpoint folders")
+    parser.add_argument("--clip", help="audio file to time (default: 5 s of EmoDB speech, written as 48 kHz WAV)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of the default clip")
+    parser.add_argument("--repeats", type=int, default=10, help="timed requests per checkpoint (after one warm-up)")
+    args = parser.parse_args(argv)
+
+    import soundfile as sf
+    import soxr
+    import torch
+
+    import infer  # noqa: F401  (imported before timing, so the first load time is the checkpoint's own)
+    from ui import callbacks
+    from ui.model_store import ModelStore, format_ua
+
+    store = ModelStore(args.checkpoints)
+    if not store.checkpoints:
+        raise SystemExit(f"no checkpoints in {args.checkpoints}")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.clip:
+            clip = args.clip
+        else:  # what a browser uploads: 48 kHz 16-bit WAV
+            clip = str(Path(tmp) / "speech48k.wav")
+            speech = soxr.resample(five_seconds_of_speech(args.seconds), 16_000, 48_000)
+            sf.write(clip, speech, 48_000, subtype="PCM_16")
+        info = sf.info(clip)
+        print(f"clip: {clip if args.clip else 'EmoDB speech'} ({info.duration:.2f} s at {info.samplerate} Hz); "
+              f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, load average "
+              f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        print(f"{'checkpoint':32s} {'UA':>6s} {'load s':>7s} {'median s':>9s} {'p90 s':>7s} {'min s':>7s}  "
+              f"of which decode+checks / model (median)")
+        for name, info in store.checkpoints.items():
+            start = time.perf_counter()
+            try:
+                store.get(name)
+            except Exception as err:
+                print(f"{name:32s} {format_ua(info.ua):>6s}  failed to load: {type(err).__name__}: {err}")
+                continue
+            load_s = time.perf_counter() - start
+            callbacks.analyse(clip, name, store)  # warm-up: first-call allocations
+            total, prep = [], []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                audio = callbacks.read_audio(clip)
+                callbacks.check_speech(audio)
+                prep.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                callbacks.analyse(clip, name, store)
+                total.append(time.perf_counter() - t0)
+            median = statistics.median(total)
+            p90 = sorted(total)[min(len(total) - 1, int(0.9 * len(total)))]
+            print(f"{name:32s} {format_ua(info.ua):>6s} {load_s:7.2f} {median:9.3f} {p90:7.3f} {min(total):7.3f}  "
+                  f"{statistics.median(prep):.3f} / {median - statistics.median(prep):.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""What the page's events do, as plain functions: decode and check the audio, score it, switch models.
+
+Every user-facing problem raises `gr.Error` with a sentence that says what to do; nothing here
+needs a browser, so the tests call these functions directly.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from data_process import SAMPLE_RATE, AudioError, load_audio, to_model_rate
+from ui.model_store import ModelStore
+
+DEFAULT_MAX_SECONDS = 600.0  # longest audio accepted (--max_seconds)
+MIN_SECONDS = 0.3            # shorter clips hold no judgeable speech
+LONG_AUDIO_S = 8.0           # longer audio also gets the timeline and the per-window table
+TIMELINE_WINDOW_S = 4.0      # timeline windows: about one utterance, the length the models learned from
+TIMELINE_HOP_S = 2.0
+SILENCE_DBFS = -65.0         # loudest 30 ms frame below this: silent (the quietest corpus clip peaks near -55)
+VAD_MODE = 2                 # webrtcvad aggressiveness 0-3; 3 misses some quiet acted speech
+VAD_FRAME_S = 0.03
+MIN_SPEECH_S = 0.2           # voiced time needed to call it speech
+
+
+class UserError(gr.Error):
+    """A problem with what the user gave: shown on the page; no traceback in the server log."""
+
+    def __init__(self, message: str):
+        super().__init__(message, print_exception=False)
+
+
+@dataclass
+class Analysis:
+    """The result of scoring one recording with one model."""
+
+    model: str
+    probabilities: dict[str, float]  # every emotion of the model, highest first
+    windows: list                    # infer.Window list; several only for long audio
+    seconds: float                   # length of the audio
+    elapsed: float                   # server time from the file to the probabilities
+
+    @property
+    def top(self) -> str:
+        return next(iter(self.probabilities))
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio in: decode, limit, check that there is speech.
+# ---------------------------------------------------------------------------------------------
+def _file_seconds(path: Path) -> float | None:
+    """Return the length of a file libsndfile can read from its header alone, else None."""
+    try:
+        import soundfile as sf
+
+        info = sf.info(str(path))
+        return info.frames / info.samplerate if info.samplerate else None
+    except Exception:  # not a libsndfile format (mp3 on old builds, webm): decode to know
+        return None
+
+
+def _too_long(seconds: float, max_seconds: float) -> gr.Error:
+    return UserError(f"The audio is {seconds / 60:.1f} min long; the limit is {max_seconds / 60:.1f} min. "
+                    "Upload a shorter excerpt.")
+
+
+def read_audio(value, max_seconds: float = DEFAULT_MAX_SECONDS) -> np.ndarray:
+    """Return the recording or file `value` as 16 kHz mono float32.
+
+    `value` is what gr.Audio hands over: a file path (type="filepath"), a (rate, samples) tuple
+    (type="numpy", int16 or float, mono or stereo, any rate), or None.
+    """
+    if value is None or (isinstance(value, str) and not value):
+        raise UserError("No audio yet: record with the microphone or upload a file, then press Analyse.")
+    if isinstance(value, (str, Path)):
+        path = Path(value)
+        seconds = _file_seconds(path)
+        if seconds is not None and seconds > max_seconds:  # refuse before decoding a huge file
+            raise _too_long(seconds, max_seconds)
+        try:
+            audio = load_audio(path)
+        except AudioError as err:  # name the file as the user knows it, not the server's temp path
+            reason = str(err).replace(f"{path}: ", "", 1).replace(str(path), path.name)
+            detail = "" if reason.startswith("not a readable audio file") else f" ({reason})"
+            raise UserError(f"'{path.name}' could not be read as audio: it is not an audio file or it is "
+                           f"corrupt{detail}.") from None
+    else:
+        rate, samples = value
+        try:
+            audio = to_model_rate(samples, int(rate), name="the recording")
+        except AudioError as err:
+            raise UserError(f"The recording could not be used: {err}.") from None
+    seconds = len(audio) / SAMPLE_RATE
+    if seconds > max_seconds:
+        raise _too_long(seconds, max_seconds)
+    return audio
+
+
+def voiced_seconds(audio: np.ndarray) -> float:
+    """Return how many seconds of 16 kHz `audio` webrtcvad calls speech."""
+    import webrtcvad
+
+    vad = webrtcvad.Vad(VAD_MODE)
+    size = int(VAD_FRAME_S * SAMPLE_RATE)
+    pcm = (np.clip(audio[: len(audio) // size * size], -1, 1) * 32767).astype(np.int16).reshape(-1, size)
+    return sum(vad.is_speech(frame.tobytes(), SAMPLE_RATE) for frame in pcm) * VAD_FRAME_S
+
+
+def check_speech(audio: np.ndarray) -> None:
+    """Raise gr.Error if 16 kHz `audio` is too short, silent, or holds no speech."""
+    seconds = len(audio) / SAMPLE_RATE
+    if seconds < MIN_SECONDS:
+        raise UserError(f"The audio is only {seconds:.2f} s long: record or upload at least {MIN_SECONDS} s of speech.")
+    size = int(VAD_FRAME_S * SAMPLE_RATE)
+    frames = audio[: len(audio) // size * size].reshape(-1, size)
+    loudest = 20 * np.log10(np.sqrt((frames.astype(np.float64) ** 2).mean(axis=1)).max() + 1e-12)
+    if loudest < SILENCE_DBFS:
+        level = "every sample is zero" if loudest < -200 else f"its loudest moment is {loudest:.0f} dBFS"
+        raise UserError(f"The audio is silent ({level}). "
+                       "Check the microphone or the file and try again.")
+    if voiced_seconds(audio) < MIN_SPEECH_S:
+        raise UserError("No speech was detected in the audio (voice-activity check). "
+                       "Record or upload someone speaking.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring.
+# ---------------------------------------------------------------------------------------------
+def load_model(store: ModelStore, name: str | None):
+    """Return the Recognizer for checkpoint `name`, or raise gr.Error saying why there is none."""
+    if not store.checkpoints:
+        raise UserError(f"No checkpoints found in {store.root}: train one with train.py "
+                       f"(--output_dir {store.root}/NAME) and restart the app.")
+    if not name or name not in store.checkpoints:
+        raise UserError(f"Unknown model {name!r}: choose one of the list.")
+    try:
+        return store.get(name)
+    except Exception as err:  # a broken checkpoint must not take the server down
+        raise UserError(f"The model '{name}' could not be loaded ({type(err).__name__}: {err}).") from None
+
+
+def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> Analysis:
+    """Return every emotion's probability for the audio `value` scored with checkpoint `model_name`.
+
+    Audio up to LONG_AUDIO_S is scored whole (as infer.Recognizer.predict does); longer audio is
+    scored in TIMELINE_WINDOW_S windows and the whole clip gets their mean, so that the timeline
+    and the overall answer come from one pass.
+    """
+    start = time.perf_counter()
+    recognizer = load_model(store, model_name)
+    audio = read_audio(value, max_seconds)
+    check_speech(audio)
+    seconds = len(audio) / SAMPLE_RATE
+    if seconds > LONG_AUDIO_S:
+        windows = recognizer.windows(audio, TIMELINE_WINDOW_S, TIMELINE_HOP_S)
+        mean = np.mean([w.probs for w in windows], axis=0)
+        probs = dict(zip(recognizer.labels, map(float, mean)))
+    else:
+        probs, windows = recognizer.predict(audio)
+    if not all(np.isfinite(p) for p in probs.values()):
+        raise UserError(f"The model '{model_name}' computed invalid numbers (NaN) for this audio; try another model.")
+    ranked = dict(sorted(probs.items(), key=lambda item: item[1], reverse=True))
+    return Analysis(model_name, ranked, windows, seconds, time.perf_counter() - start)
+
+
+def bars_frame(analysis: Analysis) -> pd.DataFrame:
+    """Return one row per emotion (emotion, probability), highest first, for the bar chart."""
+    return pd.DataFrame({"emotion": list(analysis.probabilities), "probability": list(analysis.probabilities.values())})
+
+
+def windows_table(analysis: Analysis, labels: list[str]) -> pd.DataFrame:
+    """Return one row per window: start, end, top emotion and each emotion's probability."""
+    rows = []
+    for w in analysis.windows:
+        top = labels[int(np.argmax(w.probs))]
+        row = {"start (s)": round(w.start, 2), "end (s)": round(w.end, 2), "top emotion": top}
+        row.update({label: round(float(p), 3) for label, p in zip(labels, w.probs)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def timeline_frame(analysis: Analysis, labels: list[str]) -> pd.DataFrame:
+    """Return long-form rows (time at the window's centre, emotion, probability) for the timeline plot."""
+    return pd.DataFrame([{"time (s)": round((w.start + w.end) / 2, 2), "emotion": label, "probability": float(p)}
+                         for w in analysis.windows for label, p in zip(labels, w.probs)])
+
+
+def summary(analysis: Analysis) -> str:
+    """Return the one-line Markdown note above the results."""
+    top = analysis.top
+    return (f"**{top}** ({analysis.probabilities[top]:.0%}) · model `{analysis.model}` · "
+            f"{analysis.seconds:.1f} s of audio · {analysis.elapsed:.2f} s to analyse")
+
+
+# ---------------------------------------------------------------------------------------------
+# Event handlers: they return the values of the page's output components, in this order.
+# ---------------------------------------------------------------------------------------------
+RESULT_OUTPUTS = ("note", "label", "bars", "timeline", "table")
+
+
+def predict(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> tuple:
+    """Return (note, label, bars, timeline, table) for the page, the last two shown only for long audio."""
+    analysis = analyse(value, model_name, store, max_seconds)
+    labels = store.get(model_name).labels
+    long = analysis.seconds > LONG_AUDIO_S
+    return (
+        summary(analysis),
+        analysis.probabilities,
+        bars_frame(analysis),
+        gr.update(value=timeline_frame(analysis, labels) if long else None, visible=long),
+        gr.update(value=windows_table(analysis, labels) if long else None, visible=long),
+    )
+
+
+def cleared() -> tuple:
+    """Return empty results (audio removed, or a new model and nothing to score)."""
+    return ("", None, None, gr.update(value=None, visible=False), gr.update(value=None, visible=False))
+
+
+def rescore(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> tuple:
+    """Return predict()'s outputs after a model switch, or empty results when there is no audio."""
+    if value is None or (isinstance(value, str) and not value):
+        return cleared()
+    return predict(value, model_name, store, max_seconds)
+
+
+def model_panel(store: ModelStore, name: str | None) -> tuple:
+    """Return (model description, confusion image, model card) for checkpoint `name`."""
+    if store.checkpoints and name not in store.checkpoints:
+        return "No checkpoint could be loaded: choose one in the list to see why.", None, ""
+    if not name:
+        note = (f"No checkpoints found in `{store.root}`. Train one with `python train.py ... "
+                f"--output_dir {store.root}/NAME` and restart the app.")
+        return note, None, ""
+    return store.describe(name), store.confusion_image(name), store.model_card(name)
+
+
+def select_model(name: str | None, active: str | None, audio, store: ModelStore,
+                 max_seconds: float = DEFAULT_MAX_SECONDS) -> tuple:
+    """Switch to checkpoint `name`: return (dropdown, active model, description, confusion, card, *results).
+
+    The results are `audio` scored by the new model (empty when there is no audio). If the model
+    fails to load, a warning says why and the previous model stays active: the dropdown goes back
+    to it and the panel and results are left as they are.
+    """
+    unchanged = (gr.skip(),) * (3 + len(RESULT_OUTPUTS))
+    if name == active:  # also the echo of a dropdown set back after a failed load
+        return (gr.skip(), gr.skip(), *unchanged)
+    try:
+        load_model(store, name)
+    except gr.Error as err:
+        gr.Warning(f"{err.message} Still using '{active}'." if active else err.message)
+        return (active, active, *unchanged)
+    try:
+        results = rescore(audio, name, store, max_seconds)
+    except gr.Error as err:  # e.g. the audio is silent: say so, but the switch itself succeeded
+        gr.Warning(err.message)
+        results = cleared()
+    return (name, name, *model_panel(store, name), *results)

@@ -1,0 +1,66 @@
+"""The page: components and their wiring to the plain functions of ui/callbacks.py."""
+from __future__ import annotations
+
+from functools import partial
+
+import gradio as gr
+
+from ui import callbacks
+from ui.callbacks import DEFAULT_MAX_SECONDS, LONG_AUDIO_S
+from ui.model_store import ModelStore
+
+INTRO = """# Speech emotion recognition
+Record with the microphone or upload speech (wav, flac, mp3, ogg, webm; up to {limit}). The model
+gives the probability of each emotion it knows. Audio longer than {long:.0f} s also gets a timeline.
+The models learned from acted speech (see each model's corpora and held-out accuracy below): expect
+less on spontaneous speech, other languages and noisy rooms."""
+
+
+def _limit_text(max_seconds: float) -> str:
+    return f"{max_seconds / 60:g} min" if max_seconds >= 60 else f"{max_seconds:g} s"
+
+
+def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blocks:
+    """Return the app's Blocks for the checkpoints of `store`, accepting audio up to `max_seconds`."""
+    default = store.default
+    description, confusion, card = callbacks.model_panel(store, default)
+    predict = partial(callbacks.predict, store=store, max_seconds=max_seconds)
+    select = partial(callbacks.select_model, store=store, max_seconds=max_seconds)
+
+    with gr.Blocks(title="Speech emotion recognition", analytics_enabled=False) as demo:
+        gr.Markdown(INTRO.format(limit=_limit_text(max_seconds), long=LONG_AUDIO_S))
+        active = gr.State(default)  # the model in use; the dropdown returns to it if a load fails
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Speech",
+                                 elem_id="audio-input")
+                analyse = gr.Button("Analyse", variant="primary", elem_id="analyse")
+                model = gr.Dropdown(store.choices(), value=default, label="Model (name — held-out UA)",
+                                    info="Unweighted accuracy on speakers unseen in training.",
+                                    interactive=bool(store.checkpoints), elem_id="model-choice")
+            with gr.Column(scale=1):
+                note = gr.Markdown(elem_id="result-note")
+                label = gr.Label(label="Emotions, most likely first", elem_id="probabilities")
+                bars = gr.BarPlot(x="emotion", y="probability", sort="-y", y_lim=[0, 1], height=260,
+                                  label="Probabilities", elem_id="bars")
+        timeline = gr.LinePlot(x="time (s)", y="probability", color="emotion", y_lim=[0, 1],
+                               label="Emotions over time (4 s windows)", visible=False, elem_id="timeline")
+        table = gr.Dataframe(label="Per-window probabilities", visible=False, interactive=False,
+                             elem_id="windows")
+        with gr.Accordion("About this model", open=True):
+            with gr.Row():
+                info = gr.Markdown(description, elem_id="model-info")
+                matrix = gr.Image(confusion, label="Confusion matrix (held-out speakers)", type="pil",
+                                  interactive=False, height=360, elem_id="confusion")
+            with gr.Accordion("Model card", open=False):
+                model_card = gr.Markdown(card, elem_id="model-card")
+
+        results = [note, label, bars, timeline, table]
+        analyse.click(predict, [audio, model], results, api_name="predict")
+        audio.upload(predict, [audio, model], results, api_visibility="private")
+        audio.stop_recording(predict, [audio, model], results, api_visibility="private")
+        audio.clear(callbacks.cleared, None, results, api_visibility="private")
+        # .change, not .input: .input fires twice per choice; the echo of a reverted choice is a no-op
+        model.change(select, [model, active, audio], [model, active, info, matrix, model_card, *results],
+                     api_visibility="private")
+    return demo

@@ -1,0 +1,243 @@
+"""The checkpoints the app may serve: listing, held-out UA, the default choice, and a cache of loaded models."""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_POINTER = "default.txt"  # optional file in the checkpoints folder naming the default checkpoint
+
+
+def held_out_ua(metrics: dict) -> float | None:
+    """Return the held-out UA of a checkpoint's metrics.json, or None if it has none.
+
+    A checkpoint trained on everything ("protocol all") quotes the cross-validation of the same
+    recipe; a single-split checkpoint has its own test report.
+    """
+    cv = metrics.get("cross_validation") or {}
+    ua = cv.get("summary", {}).get("ua", {}).get("mean")
+    if ua is None:
+        ua = (metrics.get("test") or {}).get("ua")
+    if ua is None:
+        ua = metrics.get("summary", {}).get("ua", {}).get("mean")
+    return float(ua) if ua is not None else None
+
+
+def format_ua(ua: float | None) -> str:
+    return "n/a" if ua is None else f"{ua:.3f}"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@dataclass
+class CheckpointInfo:
+    """What the page shows about one checkpoint folder, read without loading the model."""
+
+    name: str
+    path: Path
+    config: dict = field(repr=False)
+    metrics: dict = field(repr=False)
+
+    @property
+    def ua(self) -> float | None:
+        return held_out_ua(self.metrics)
+
+    @property
+    def choice_label(self) -> str:
+        return f"{self.name} — UA {format_ua(self.ua)}"
+
+    @property
+    def labels(self) -> list[str]:
+        id2label = self.config.get("id2label") or {}
+        return [id2label[k] for k in sorted(id2label, key=int)] if id2label else self.metrics.get("labels", [])
+
+
+def list_checkpoints(root: str | Path) -> list[CheckpointInfo]:
+    """Return the checkpoint folders directly inside `root` (those with a config.json), by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if (folder / "config.json").is_file():
+            found.append(CheckpointInfo(folder.name, folder, _read_json(folder / "config.json"),
+                                        _read_json(folder / "metrics.json")))
+    return found
+
+
+def default_checkpoint(root: str | Path, checkpoints: list[CheckpointInfo]) -> str | None:
+    """Return the name in `root`/default.txt if it is a listed checkpoint, else the highest held-out UA."""
+    names = [c.name for c in checkpoints]
+    pointer = Path(root) / DEFAULT_POINTER
+    if pointer.is_file():
+        wanted = pointer.read_text().strip()
+        if wanted in names:
+            return wanted
+    if not checkpoints:
+        return None
+    # unknown UA ranks last; max() keeps the first of equals, so ties go to the first name
+    return max(sorted(checkpoints, key=lambda c: c.name), key=lambda c: (c.ua is not None, c.ua or 0.0)).name
+
+
+class ModelStore:
+    """Checkpoints under one folder, loaded on first use and kept (switching back is instant).
+
+    Only names listed from the folder can be loaded: a name never becomes a path of its own.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.checkpoints = {c.name: c for c in list_checkpoints(self.root)}
+        self.default = default_checkpoint(self.root, list(self.checkpoints.values()))
+        self._loaded: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def choices(self) -> list[tuple[str, str]]:
+        """Return (label shown, value) pairs for the model dropdown."""
+        return [(c.choice_label, c.name) for c in self.checkpoints.values()]
+
+    def info(self, name: str) -> CheckpointInfo:
+        if name not in self.checkpoints:
+            raise KeyError(f"no checkpoint named {name!r} in {self.root}")
+        return self.checkpoints[name]
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._loaded
+
+    def get(self, name: str):
+        """Return the loaded `infer.Recognizer` for checkpoint `name`, loading it once."""
+        info = self.info(name)
+        with self._lock:  # one load at a time; concurrent requests for the same model wait for it
+            if name not in self._loaded:
+                from infer import Recognizer
+
+                recognizer = Recognizer(info.path)
+                _smoke_test(recognizer)
+                self._loaded[name] = recognizer
+            return self._loaded[name]
+
+    def preload(self) -> list[str]:
+        """Load the default model now so the first request is fast; return why any checkpoint failed.
+
+        If the default does not load, the next best one (by held-out UA) that does becomes the default.
+        """
+        ranked = sorted(self.checkpoints.values(), key=lambda c: (c.ua is not None, c.ua or 0.0), reverse=True)
+        order = [self.default] + [c.name for c in ranked if c.name != self.default] if self.default else []
+        errors = []
+        for name in order:
+            try:
+                self.get(name)
+            except Exception as err:
+                errors.append(f"{name}: {type(err).__name__}: {err}")
+                continue
+            self.default = name
+            return errors
+        self.default = None  # none loads: the page says so
+        return errors
+
+    def describe(self, name: str) -> str:
+        """Return Markdown for the model panel: backbone, pooling, labels, corpora, held-out metrics."""
+        return describe(self.info(name))
+
+    def confusion_image(self, name: str):
+        """Return the checkpoint's confusion matrix as a PIL image (its PNG, else drawn from metrics), or None."""
+        from PIL import Image
+
+        info = self.info(name)
+        png = info.path / "confusion.png"
+        if png.is_file():
+            with Image.open(png) as image:
+                return image.convert("RGB")
+        confusion, labels, title = _confusion(info.metrics)
+        if confusion is None:
+            return None
+        from plots import confusion_png
+
+        with tempfile.TemporaryDirectory() as folder:
+            with Image.open(confusion_png(confusion, labels, Path(folder) / "confusion.png", title)) as image:
+                return image.convert("RGB")
+
+    def model_card(self, name: str) -> str:
+        """Return the checkpoint's README.md without its YAML header, or a note that it has none."""
+        card = self.info(name).path / "README.md"
+        if not card.is_file():
+            return "_This checkpoint has no model card (README.md)._"
+        return re.sub(r"\A---\n.*?\n---\n", "", card.read_text(), flags=re.S)
+
+
+def _smoke_test(recognizer) -> None:
+    """Raise RuntimeError unless the model turns one second of faint noise into finite probabilities.
+
+    Weights that load without error can still compute garbage (a buffer left uninitialised, a
+    mismatched architecture); refusing them here keeps the previous model in use.
+    """
+    import numpy as np
+
+    probe = np.random.default_rng(0).normal(0, 0.01, 16_000).astype(np.float32)
+    probs = recognizer.probabilities([probe])
+    if not np.all(np.isfinite(probs)):
+        raise RuntimeError("it computes NaN or infinite probabilities (broken or incompatible weights)")
+
+
+def _confusion(metrics: dict) -> tuple[list | None, list, str]:
+    """Return (confusion, labels, title) from the cross-validation or the test report, or (None, [], "")."""
+    cv = (metrics.get("cross_validation") or {}).get("summary", {}).get("pooled")
+    if cv and cv.get("confusion"):
+        return cv["confusion"], cv["labels"], f"cross-validation, pooled: UA {cv.get('ua', float('nan')):.3f}"
+    test = metrics.get("test") or {}
+    if test.get("confusion"):
+        return test["confusion"], test["labels"], f"held-out test: UA {test['ua']:.3f}"
+    return None, [], ""
+
+
+def _held_out_text(metrics: dict, n_labels: int) -> str:
+    chance = f"chance level for {n_labels} balanced classes: {1 / n_labels:.3f}" if n_labels else ""
+    cv = metrics.get("cross_validation") or {}
+    summary = cv.get("summary")
+    if summary:
+        folds = len(cv.get("folds", [])) or "?"
+        return (f"UA **{summary['ua']['mean']:.3f}** ± {summary['ua']['std']:.3f}, "
+                f"WA {summary['wa']['mean']:.3f} ± {summary['wa']['std']:.3f}"
+                + (f", macro-F1 {summary['macro_f1']['mean']:.3f}" if "macro_f1" in summary else "")
+                + f" — cross-validated with the same recipe ({cv.get('protocol', '?')}, {folds} folds, "
+                f"no speaker in both training and test; {chance})")
+    test = metrics.get("test")
+    if test:
+        speakers = ", ".join(test.get("test_speakers", [])) or "?"
+        return (f"UA **{test['ua']:.3f}**, WA {test['wa']:.3f}"
+                + (f", macro-F1 {test['macro_f1']:.3f}" if "macro_f1" in test else "")
+                + f" on {test.get('n', '?')} clips of held-out speakers ({speakers}; {chance})")
+    return "**unknown**: no held-out evaluation was recorded for this checkpoint"
+
+
+def describe(info: CheckpointInfo) -> str:
+    """Return the Markdown model panel for `info`."""
+    config, metrics = info.config, info.metrics
+    backbone = config.get("backbone", "?")
+    if backbone == "cnn1d":
+        backbone_text = f"cnn1d (1-D CNN on the waveform, preset `{config.get('cnn_preset', '?')}`)"
+    else:
+        encoder = Path(str(config.get("encoder_name") or "?")).name
+        layers = "weighted sum of all layers" if config.get("layer_weighted") else "last layer"
+        backbone_text = f"{backbone} (encoder `{encoder}`, {config.get('encoder_mode', '?')}, {layers})"
+    corpora = metrics.get("corpora") or []
+    sizes = f" ({metrics['n_utterances']} clips, {metrics.get('n_speakers', '?')} speakers)" if "n_utterances" in metrics else ""
+    size = sum(p.stat().st_size for p in info.path.glob("*.safetensors")) / 1e6
+    rows = [
+        ("Backbone", backbone_text),
+        ("Pooling", f"`{config.get('pooling', '?')}`"),
+        ("Labels", ", ".join(info.labels) or "?"),
+        ("Trained on", (", ".join(corpora) or "?") + sizes
+         + (f", protocol `{metrics['protocol']}`" if metrics.get("protocol") else "")),
+        ("Held-out", _held_out_text(metrics, len(info.labels))),
+        ("Weights", f"{size:.1f} MB"),
+    ]
+    return f"### {info.name}\n\n" + "\n".join(f"- **{key}**: {value}" for key, value in rows) + "\n"
