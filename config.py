@@ -30,6 +30,7 @@ class EmotionConfig(PretrainedConfig):
         projector_dim: int | None = 256,     # linear projection of frames before pooling (None: none)
         pool_hidden: int = 128,              # hidden size inside attention / channels of conv_max
         classifier_dropout: float = 0.5,
+        classifier_hidden: int = 0,          # a hidden ReLU layer of this size in the classifier (0 = linear)
         sampling_rate: int = 16_000,
         max_seconds: float = 10.0,           # scoring window: longer audio is scored in half-overlapping windows
         n_mels: int | None = None,           # spectral backbones' mel bands (None: their own 40 / 128 / 64)
@@ -55,6 +56,7 @@ class EmotionConfig(PretrainedConfig):
         self.projector_dim = projector_dim
         self.pool_hidden = pool_hidden
         self.classifier_dropout = classifier_dropout
+        self.classifier_hidden = classifier_hidden
         self.sampling_rate = sampling_rate
         self.max_seconds = max_seconds
         self.n_mels = n_mels

@@ -77,6 +77,7 @@ class ModelArguments:
         "help": "Average every k encoder frames before the head (2 halves the head's cost; 1 = none). Ignored by cnn1d."})
     projector_dim: int = field(default=256, metadata={"help": "Frame projection before pooling (0 = none)."})
     classifier_dropout: float = field(default=0.5, metadata={"help": "Dropout before the classifier."})
+    classifier_hidden: int = field(default=256, metadata={"help": "Hidden ReLU layer in the classifier (0 = linear)."})
     n_mels: int = field(default=0, metadata={"help": "Mel bands of logmel_cnn, mel_efficientnet, keyseg_cnn_bilstm (0 = theirs)."})
     lstm_layers: int = field(default=3, metadata={"help": "mfcc_lstm: stacked LSTM layers."})
     lstm_hidden: int = field(default=78, metadata={"help": "mfcc_lstm: units per layer; keyseg_cnn_bilstm: per direction."})
@@ -120,6 +121,7 @@ def build_model(margs: ModelArguments, labels: list[str], encoder: tuple[dict, d
         trainable_layers=margs.trainable_layers, layer_weighted=margs.layer_weighted,
         normalize_layers=margs.backbone != "cnn1d", frame_pooling=margs.frame_pooling if encoder else 1,
         projector_dim=margs.projector_dim or None, classifier_dropout=margs.classifier_dropout,
+        classifier_hidden=margs.classifier_hidden,
         n_mels=margs.n_mels or None, lstm_layers=margs.lstm_layers, lstm_hidden=margs.lstm_hidden,
         key_beta=margs.key_beta, image_model=margs.image_model, image_weights=margs.image_weights,
         id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})

@@ -71,17 +71,16 @@ class EmotionClassifier(PreTrainedModel):
             self.projector, dim = nn.Linear(dim, config.projector_dim), config.projector_dim
         else:
             self.projector = nn.Identity()
-        self.pool = POOLINGS[config.pooling](dim, config.pool_hidden) if config.pooling in ("attention", "conv_max") \
-            else POOLINGS[config.pooling](dim)
+        self.pool = POOLINGS[config.pooling](dim, config.pool_hidden)
         self.dropout = nn.Dropout(config.classifier_dropout)
-        self.classifier = nn.Linear(self.pool.output_dim, config.num_labels)
+        hidden = config.classifier_hidden
+        self.classifier = nn.Linear(self.pool.output_dim, config.num_labels) if not hidden else nn.Sequential(
+            nn.Linear(self.pool.output_dim, hidden), nn.ReLU(), nn.Dropout(config.classifier_dropout),
+            nn.Linear(hidden, config.num_labels))
         self.post_init()
 
     def _init_weights(self, module):
-        # only the new head is initialised here; pretrained encoder weights are loaded afterwards
-        if isinstance(module, nn.Linear) and module is self.classifier:
-            nn.init.xavier_uniform_(module.weight)
-            nn.init.zeros_(module.bias)
+        pass  # PyTorch's own initialisation for the new head; pretrained encoder weights are loaded afterwards
 
     def encode(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """Return the backbone's layers (B, L, T, D) and frame mask (B, T): what the cache stores."""

@@ -11,7 +11,7 @@ from torch import nn
 class MaxPool(nn.Module):
     """Largest value of each feature over the real frames."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, hidden: int | None = None):
         super().__init__()
         self.output_dim = dim
 
@@ -22,7 +22,7 @@ class MaxPool(nn.Module):
 class MeanPool(nn.Module):
     """Average of each feature over the real frames."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, hidden: int | None = None):
         super().__init__()
         self.output_dim = dim
 

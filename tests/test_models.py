@@ -40,7 +40,7 @@ def padded_batch(lengths, seed=0):
 @pytest.mark.parametrize("pooling", sorted(POOLINGS))
 def test_pooling_ignores_padding(pooling):
     torch.manual_seed(0)
-    pool = POOLINGS[pooling](8, 4) if pooling in ("attention", "conv_max") else POOLINGS[pooling](8)
+    pool = POOLINGS[pooling](8, 4)
     frames = torch.randn(1, 5, 8)
     padded = torch.cat([frames, torch.randn(1, 7, 8) * 100], dim=1)  # wild values in the padding
     mask = torch.tensor([[True] * 5 + [False] * 7])
