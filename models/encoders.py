@@ -39,11 +39,12 @@ class WhisperBackbone(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.encoder = WhisperEncoder(WhisperConfig(**config.encoder_config))
-        mel = mel_filter_bank(num_frequency_bins=1 + self.n_fft // 2, num_mel_filters=self.encoder.num_mel_bins,
-                              min_frequency=0.0, max_frequency=8000.0, sampling_rate=16000,
-                              norm="slaney", mel_scale="slaney")
-        self.register_buffer("mel_filters", torch.tensor(mel.T, dtype=torch.float32), persistent=False)  # (M, F)
-        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        # numpy, turned into tensors on first use: `from_pretrained` builds modules on the meta device and
+        # would leave non-persistent buffers empty, and persistent ones would change the checkpoint's keys
+        self.mel_numpy = mel_filter_bank(num_frequency_bins=1 + self.n_fft // 2, num_mel_filters=self.encoder.num_mel_bins,
+                                         min_frequency=0.0, max_frequency=8000.0, sampling_rate=16000,
+                                         norm="slaney", mel_scale="slaney").T.astype(np.float32)  # (M, F)
+        self.stft_constants: dict = {}
         self.output_dim = self.encoder.config.d_model
         self.num_layers = len(self.encoder.layers) + 1
 
@@ -61,9 +62,13 @@ class WhisperBackbone(nn.Module):
 
     def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
         """Whisper's log-mel of one clip (N,) on its own length -> (M, N // hop)."""
-        stft = torch.stft(audio, self.n_fft, self.hop, window=self.window, return_complex=True)
+        if audio.device not in self.stft_constants:
+            self.stft_constants[audio.device] = (torch.hann_window(self.n_fft, device=audio.device),
+                                                 torch.from_numpy(self.mel_numpy).to(audio.device))
+        window, mel_filters = self.stft_constants[audio.device]
+        stft = torch.stft(audio, self.n_fft, self.hop, window=window, return_complex=True)
         power = stft[..., :-1].abs() ** 2  # (F, frames)
-        log_spec = (self.mel_filters @ power).clamp(min=1e-10).log10()
+        log_spec = (mel_filters @ power).clamp(min=1e-10).log10()
         log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
         return (log_spec + 4.0) / 4.0
 

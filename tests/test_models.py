@@ -117,3 +117,14 @@ def test_unknown_names_fail_clearly():
         EmotionClassifier(EmotionConfig(backbone="nope", id2label={0: "a"}))
     with pytest.raises(ValueError, match="unknown pooling"):
         EmotionClassifier(EmotionConfig(pooling="nope", id2label={0: "a"}))
+
+
+def test_whisper_checkpoint_reloads_to_the_same_outputs(tmp_path):
+    """from_pretrained builds on the meta device: the log-mel constants must still be right after loading."""
+    model = tiny("whisper", layer_weighted=True)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForAudioClassification.from_pretrained(tmp_path).eval()
+    audio = torch.randn(1, 16000) * 0.1
+    with torch.no_grad():
+        expected, got = model(audio).logits, reloaded(audio).logits
+    assert torch.isfinite(got).all() and torch.allclose(expected, got, atol=1e-5)
