@@ -18,5 +18,5 @@ python train.py --corpus $CORPORA $WHISPER --protocol all --num_train_epochs "$E
 # The CNN learns from raw audio (no cache): a first-conv stride of 4 and 1.5 s crops make it trainable on a CPU.
 python train.py --corpus $CORPORA --backbone cnn1d --cnn_preset light --cnn_first_stride 4 --pooling max \
     --crop_seconds 1.5 --protocol fixed --test_speakers emodb:03 emodb:08 ravdess:01 ravdess:02 ravdess:11 ravdess:12 \
-    urdu:SM1 urdu:SF1 urdu:SM5 urdu:SF5 urdu:SM9 urdu:SF9 --num_train_epochs 6 --patience 3 --disable_tqdm true \
+    urdu:SM1 urdu:SF1 urdu:SM5 urdu:SF5 urdu:SM7 urdu:SF9 --num_train_epochs 6 --patience 3 --disable_tqdm true \
     --output_dir checkpoints/cnn1d-light
