@@ -88,3 +88,32 @@ or `python infer.py --checkpoint {Path(folder).name} --output out.csv FILES_OR_F
     path = Path(folder) / "README.md"
     path.write_text(card)
     return path
+
+
+def attach_cross_validation(folder: str | Path, cv_metrics: str | Path) -> Path:
+    """Quote a cross-validation run's figures in a checkpoint's metrics.json, confusion.png and card."""
+    import json
+
+    from plots import confusion_png
+
+    folder = Path(folder)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    cv = json.loads(Path(cv_metrics).read_text())
+    if cv["labels"] != metrics["labels"]:
+        raise ValueError(f"{cv_metrics} has labels {cv['labels']}, the checkpoint {metrics['labels']}: not the same recipe")
+    metrics["cross_validation"] = cv
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    pooled = cv["summary"]["pooled"]
+    confusion_png(pooled["confusion"], pooled["labels"], folder / "confusion.png",
+                  f"{cv['protocol']} ({len(cv['folds'])} folds), pooled: UA {pooled['ua']:.3f}")
+    return write_model_card(folder, json.loads((folder / "settings.json").read_text()), metrics)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Quote a cross-validation run's held-out figures in a checkpoint's card.")
+    parser.add_argument("checkpoint", help="checkpoint folder written by train.py")
+    parser.add_argument("--cv_metrics", required=True, help="metrics.json of the same recipe's cross-validation run")
+    args = parser.parse_args()
+    print(attach_cross_validation(args.checkpoint, args.cv_metrics))
