@@ -1,0 +1,141 @@
+"""The benchmark end to end on a few real files (bench.py --quick), and the speed part's measuring and rendering."""
+import json
+import re
+
+import numpy as np
+import pytest
+
+import bench
+import bench_speed
+from conftest import require
+from corpora import corpora_root
+
+PROTOCOLS = ["emodb_loso", "cross_corpus"]
+CELL = re.compile(r"^(\d\.\d{3})(?: ± (\d\.\d{3}))?(?: \((?:1 fold|\d+/\d+ folds, [\w ]+)\))?$")
+
+
+@pytest.fixture(scope="module")
+def corpora():
+    for name in ("emodb", "ravdess", "urdu"):
+        require(corpora_root() / name, f"the {name} corpus")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, corpora, whisper_path):
+    """Run `bench.py --quick` once: one system of each kind, 12 files per protocol (the default), on a multi-fold protocol and the
+    single-fold cross-corpus one (test_folds_match_train_py checks the other two protocols' folds without training)."""
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["--quick", "--protocols", *PROTOCOLS, "--results", str(out / "results"),
+            "--doc", str(out / "docs" / "benchmarks.md"), "--cache_dir", str(out / "cache"), "--encoder", whisper_path]
+    return out, argv, bench.main(argv)
+
+
+def table(text: str, title: str) -> dict[str, list[str]]:
+    """Return {system: cells} of the Markdown table under the heading `title`."""
+    part = text.split(f"### {title}", 1)[1].split("\n\n")[1]
+    return {row.split("|")[1].strip(" `"): [c.strip() for c in row.split("|")[2:-1]] for row in part.splitlines()[2:]}
+
+
+def test_quick_bench_writes_the_document(quick):
+    out, _, doc = quick
+    text = doc.read_text()
+    assert (out / "docs" / "benchmarks_ua.png").stat().st_size > 1000
+    for section in ("## How to reproduce", "## Machine", "## Protocols", "## Accuracy", "## Aims of issue 4",
+                    "## Speed and scale", "## GPU"):
+        assert section in text, section
+    assert "Quick run" in text and "torch" in text and "python bench.py --quick" in text
+    for title in ("UA (unweighted", "WA (accuracy)", "macro-F1"):
+        rows = table(text, title)
+        assert len(rows["egemaps_svm"]) == len(bench.PROTOCOLS)
+        run = [i for i, p in enumerate(bench.PROTOCOLS) if p in PROTOCOLS]
+        for system in bench.QUICK_SYSTEMS:  # every protocol run has a number in [0, 1] for every system
+            for cell in [rows[system][i] for i in run]:
+                match = CELL.match(cell)
+                assert match, (system, cell)
+                assert all(0 <= float(x) <= 1 for x in match.groups() if x is not None), (system, cell)
+        assert rows["whisper_ft_top2"][0].startswith("not run")  # a default system the quick run left out says so
+        assert rows["whisper_ft_full"][0] == "not run: needs a GPU (none was lent to this task)" or \
+            __import__("torch").cuda.is_available()
+        assert rows["egemaps_svm"][list(bench.PROTOCOLS).index("urdu_5fold")] == "not run yet"
+    assert text.count("identical test speakers and test-set sizes in all 4 systems") == len(PROTOCOLS)
+
+
+def test_every_cell_is_a_resumable_run_folder(quick):
+    out, argv, doc = quick
+    results = out / "results"
+    cell = results / "whisper_lw_attention" / "emodb_loso"
+    record = json.loads((cell / "bench.json").read_text())
+    assert record["status"] == "done" and record["command"].startswith("python train.py --backbone whisper")
+    assert (cell / "fold_00" / "model.safetensors").exists() and (cell / "settings.json").exists()
+    baseline = json.loads((results / "egemaps_svm" / "emodb_loso" / "metrics.json").read_text())
+    ours = json.loads((cell / "metrics.json").read_text())
+    # the baseline was tested on exactly the speakers and clips our model was tested on
+    assert [f["test_speakers"] for f in baseline["folds"]] == [f["test_speakers"] for f in ours["folds"]]
+    assert [f["n"] for f in baseline["folds"]] == [f["n"] for f in ours["folds"]]
+
+    stamps = {p: p.stat().st_mtime for p in results.glob("*/*/metrics.json")}
+    bench.main(argv)  # the same command again: every cell is complete, nothing is trained again
+    assert stamps == {p: p.stat().st_mtime for p in results.glob("*/*/metrics.json")}
+    doc.unlink()
+    bench.main([*argv, "--report_only"])
+    assert "| `cnn1d_light` |" in doc.read_text()
+
+
+def test_folds_match_train_py(corpora):
+    """bench.prepare gives train.py's rows and flags; the cross-corpus fold tests every URDU speaker and only them."""
+    rows, folds, flags = bench.prepare(bench.PROTOCOLS["cross_corpus"], seed=0)
+    assert {r.label for r in rows} == set(bench.SHARED_CLASSES)
+    tested = {rows[i].corpus for i in folds[0]["test"]}
+    trained = {rows[i].corpus for i in np.concatenate([folds[0]["train"], folds[0]["val"]])}
+    assert tested == {"urdu"} and trained == {"ravdess", "emodb"} and len(folds) == 1
+    assert flags[flags.index("--merge") + 1] == "calm:neutral"
+    rows, folds, _ = bench.prepare(bench.PROTOCOLS["ravdess_5fold"], seed=0)
+    assert [len(s) for s in bench.fold_speakers(rows, folds)] == [4, 4, 4, 4, 4]
+
+
+def test_peak_memory_sees_numpy_and_torch_allocations():
+    import torch
+
+    _, seconds, peak = bench_speed.peak_memory(lambda: np.ones(50_000_000, dtype=np.float32).sum())  # 200 MB
+    if peak is None:
+        pytest.skip("no /proc/self/clear_refs: peak memory is not measured on this system")
+    assert peak > 150 and seconds > 0
+    _, _, peak = bench_speed.peak_memory(lambda: torch.ones(50_000_000).sum())
+    assert peak > 150
+
+
+def test_window_count_matches_the_recognizer():
+    assert [bench_speed.n_windows(s, 10.0) for s in (1, 10, 12, 20, 600)] == [1, 1, 2, 3, 119]
+
+
+def test_baseline_rtf_end_to_end(tmp_path, corpora):
+    model = bench_speed.BaselineModel("egemaps_svm", str(tmp_path / "cache"))
+    files = [bench_speed.write_48k(bench_speed.long_audio(2.0, [r]), tmp_path / f"{i}.wav")
+             for i, r in enumerate(bench_speed.real_clips(3))]
+    result = bench_speed.measure_rtf("egemaps_svm", model, files, reps=1)
+    assert 0 < result["single"] < 1 and 0 < result["batched"] < 1  # far faster than real time
+    assert abs(result["audio_s"] - 6.0) < 0.01 and 0 < result["decode_share"] < 1
+
+
+def test_speed_section_renders_ratios():
+    speed = {"measured_at": "now", "command": "python bench_speed.py", "threads": 2, "reps": 3, "quick": False,
+             "machine": {"load_average": [0.5, 0.5, 0.5], "usable_cores": 2}, "load_after": [0.6, 0.6, 0.6],
+             "checkpoints": {"whisper-base-attention": {"stand_in": False, "default": True, "parameters": 21e6,
+                                                        "load_s": 1.5}},
+             "rtf": [{"system": "whisper-base-attention", "clips": 6, "audio_s": 20.0, "single": 0.04, "batched": 0.02,
+                      "decode_share": 0.1, "default": True},
+                     {"system": "egemaps_svm", "clips": 6, "audio_s": 20.0, "single": 0.01, "batched": 0.01,
+                      "decode_share": 0.3, "default": False}],
+             "latency_5s": [{"system": "whisper-base-attention", "median_s": 0.2, "max_s": 0.3, "reps": 5},
+                            {"system": "egemaps_svm", "median_s": 0.05, "max_s": 0.06, "reps": 5}],
+             "lengths": [{"system": s, "seconds": 60, "time_s": t, "peak_mib": 100.0, "reps": 1, "windows": 11}
+                         for s, t in (("whisper-base-attention", 3.0), ("egemaps_svm", 0.6))],
+             "training": [{"files": 20, "audio_s": 50, "epochs": 2, "whisper_cold_s": 20.0, "whisper_warm_s": 5.0,
+                           "cnn_cold_s": 8.0, "egemaps_svm_s": 2.0}],
+             "finetune": {"samples": 32, "seconds": 16.0, "samples_per_s": 2.0, "crop_seconds": 4.0,
+                          "precision": "float32 (CPU)"}, "gpu": None}
+    text = "\n".join(bench_speed.report_lines(speed))
+    assert "| 0.0400 | 0.0200 | 10 % | 4.00× | 2.00× |" in text  # RTF and its ratios to eGeMAPS + SVM
+    assert "| 200 ms | 300 ms | 4.00× | 1.5 s |" in text
+    assert "| 4.0× |" in text and "10.00×" in text  # cache speed-up, Whisper cold vs eGeMAPS + SVM training
+    assert "2.00 training samples/s" in text and "No GPU was lent" in text
