@@ -28,6 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+# torch's OpenMP threads spin while idle by default; on a CPU shared with other jobs that makes them several
+# times slower (as app.py found). Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 ROOT = Path(__file__).resolve().parent
 SHARED = Path(os.environ.get("SER_SHARED", ROOT.parent / "shared"))
 WHISPER_BASE = SHARED / "models" / "whisper-base-encoder"
@@ -81,22 +85,21 @@ class System:
 
 
 WHISPER = ("--backbone", "whisper", "--encoder", "{encoder}", "--save_fp16", "true")
-HEAD = ("--num_train_epochs", "20", "--patience", "5")  # the default checkpoint's recipe (scripts/train_defaults.sh)
-CNN = ("--backbone", "cnn1d", "--cnn_first_stride", "4", "--pooling", "max", "--crop_seconds", "2",
-       "--num_train_epochs", "12", "--patience", "4")  # as checkpoints/cnn1d-light
+# The default checkpoint's recipe (scripts/train_defaults.sh): 12 epochs on every non-test speaker, no early stopping.
+HEAD = ("--num_train_epochs", "12", "--val_speakers", "0")
+CNN = ("--backbone", "cnn1d", "--cnn_first_stride", "4", "--pooling", "max", "--crop_seconds", "1.5",
+       "--num_train_epochs", "6", "--patience", "3")  # as checkpoints/cnn1d-light
 FINETUNE = ("--encoder_mode", "finetune", "--pooling", "attention", "--layer_weighted", "true", "--learning_rate", "1e-4",
             "--per_device_train_batch_size", "16", "--crop_seconds", "4", "--num_train_epochs", "6", "--patience", "3")
 
 SYSTEMS = {s.name: s for s in [  # in run order: cheap first, so an interrupted benchmark has the most cells
     System("egemaps_svm", "eGeMAPSv02 + SVM", "baseline"),
     System("mfcc_mlp", "MFCC/chroma/mel + MLP", "baseline"),
-    *[System(f"whisper_{p}", f"Whisper-base frozen, last layer, {p} pooling", "ours",
-             WHISPER + ("--pooling", p) + HEAD) for p in ("max", "mean", "attention", "conv_max")],
-    System("whisper_lw_attention", "Whisper-base frozen, layer-weighted, attention (default model)", "ours",
-           WHISPER + ("--pooling", "attention", "--layer_weighted", "true") + HEAD),
-    *[System(f"whisper_lw_{p}", f"Whisper-base frozen, layer-weighted, {p} pooling", "ours",
-             WHISPER + ("--pooling", p, "--layer_weighted", "true") + HEAD, default=False)
-      for p in ("max", "mean", "conv_max")],
+    *[System(f"whisper_lw_{p}", f"Whisper-base frozen, layer-weighted, {p} pooling"
+             + (" (the default model's recipe)" if p == "mean" else ""), "ours",
+             WHISPER + ("--pooling", p, "--layer_weighted", "true") + HEAD) for p in ("mean", "max", "attention", "conv_max")],
+    *[System(f"whisper_{p}", f"Whisper-base frozen, last layer only, {p} pooling", "ours",
+             WHISPER + ("--pooling", p) + HEAD, default=p == "mean") for p in ("mean", "max", "attention", "conv_max")],
     System("cnn1d_light", "1-D CNN light, from scratch", "ours", CNN + ("--cnn_preset", "light")),
     System("whisper_ft_top2", "Whisper-base, top 2 layers fine-tuned (CPU)", "ours",
            WHISPER + FINETUNE + ("--trainable_layers", "2")),
@@ -108,7 +111,7 @@ SYSTEMS = {s.name: s for s in [  # in run order: cheap first, so an interrupted 
 HUB_ENCODERS = {"wav2vec2": "facebook/wav2vec2-base", "hubert": "facebook/hubert-base-ls960",
                 "wavlm": "microsoft/wavlm-base-plus", "data2vec-audio": "facebook/data2vec-audio-base"}
 # --quick: tiny training that still goes through every step, on one system of each kind.
-QUICK_SYSTEMS = ("egemaps_svm", "mfcc_mlp", "whisper_lw_attention", "cnn1d_light")
+QUICK_SYSTEMS = ("egemaps_svm", "mfcc_mlp", "whisper_lw_mean", "cnn1d_light")
 QUICK_FLAGS = ("--num_train_epochs", "1", "--per_device_train_batch_size", "8", "--crop_seconds", "1.5")
 
 
@@ -251,8 +254,8 @@ def run_cell(system: System, protocol: Protocol, prepared, args: BenchArguments,
               "fold_test_speakers": [fold_speakers(rows, folds)[i] for i in chosen],
               "fold_sizes": [int(len(folds[i]["test"])) for i in chosen]}
     if system.family == "baseline":
-        record["command"] = (f"python baselines.py --corpus ... (bench.py runs baselines.evaluate('{system.name}', "
-                             f"rows, folds) on the folds of: python train.py {shlex.join(data_flags)})")
+        record["command"] = (f"# {system.name}: bench.py calls baselines.evaluate('{system.name}', rows, folds) with "
+                             f"the rows and folds of: python train.py {shlex.join(data_flags)}")
     else:
         argv = train_argv(system, data_flags, cell, args, run_folds)
         record["command"] = "python train.py " + shlex.join(argv)
@@ -523,8 +526,9 @@ def write_report(results: Path, doc: Path) -> Path:
     lines += reproduce_section(runs)
     lines += machine_section(runs)
     lines += ["## Protocols", "", "Every system sees the same folds: the same utterances, the same test speakers per "
-              "fold (seed 0). Our models also hold one training speaker out for validation (early stopping and "
-              "the best epoch); the baselines train on all non-test speakers, as they have nothing to stop early.", "",
+              "fold (seed 0). The baselines and the frozen-Whisper heads train on every other speaker (the heads for "
+              "a fixed 12 epochs, the shipped default recipe); the CNNs and the fine-tuned encoder hold one of those "
+              "speakers out for early stopping.", "",
               "| column | protocol | what |", "|---|---|---|"]
     lines += [f"| {p.title} | `{p.name}` | {p.note} |" for p in PROTOCOLS.values()]
     lines += ["", "## Systems", "", "| system | what | train.py flags |", "|---|---|---|"]
@@ -558,9 +562,9 @@ def reproduce_section(runs: list[dict]) -> list[str]:
              "python bench.py --report_only        # rewrite this document from runs/bench",
              "```", "",
              "Cost on this 2-core machine, estimated from per-sample training throughput measured with one torch "
-             "thread while other jobs ran (2026-11-21): about 4-5 h for the five frozen-Whisper heads together, 4 h "
-             "for `cnn1d_light`, 7 h for `whisper_ft_top2`, 20 h for `cnn1d_deep`, minutes for the baselines: "
-             "roughly 35 CPU-hours at most (early stopping shortens it). Systems run cheapest first, so an "
+             "thread while other jobs ran (2026-11-21): about 3 h for the five frozen-Whisper heads together, 1.5 h "
+             "for `cnn1d_light`, 7 h for `whisper_ft_top2`, 7 h for `cnn1d_deep`, minutes for the baselines: "
+             "roughly 20 hours at most (early stopping shortens it). Systems run cheapest first, so an "
              "interrupted run has the most complete rows; the *Time per cell* table below gives the real figures.", ""]
     if runs:
         lines += ["Runs that produced the results below (newest last):", "", "| started | finished | commit | command |",
@@ -694,12 +698,17 @@ def aims_section(cells, results: Path) -> list[str]:
     what = "default model RTF ≤ 0.01 on 2 CPU cores"
     if default:
         met = default["single"] <= 0.01
-        lines.append(f"| {what} | {default['single']:.4f} single clip, {default['batched']:.4f} batched "
+        cpu = f" ({default['single_cpu']:.4f} CPU-s per audio s)" if default.get("single_cpu") is not None else ""
+        lines.append(f"| {what} | {default['single']:.4f} single clip{cpu}, {default['batched']:.4f} batched "
                      f"(`{default['system']}`, {speed['threads']} torch thread(s)) | {'met' if met else '**not met**'} |")
         if not met:
+            cores = speed["machine"]["usable_cores"]
+            floor = (f" It used {default['single_cpu']:.4f} CPU seconds per audio second, so even with all {cores} "
+                     f"cores to itself and perfect parallelism its RTF would be about {default['single_cpu'] / cores:.4f} "
+                     "at best (CPU time measured on a busy machine)." if default.get("single_cpu") is not None else "")
             short.append((what, f"{default['single']:.4f} per clip, of which {100 * default['decode_share']:.0f} % "
                                 "is decoding and resampling; the rest is the Whisper-base encoder (20.6 M parameters) "
-                                f"on the clip's own length and the head (see *Speed and scale*). {CAUSES['rtf']}"))
+                                f"on the clip's own length and the head (see *Speed and scale*).{floor} {CAUSES['rtf']}"))
     else:
         lines.append(f"| {what} | not measured | – |")
     lines += ["", "References on this machine: issue 4's plain frozen Whisper-base (all layers mean-pooled, logistic "

@@ -1,7 +1,7 @@
 """Speed and scale of the benchmark (issue 4): real-time factor, latency, long clips, training size, cache.
 
     python bench_speed.py                          # every checkpoint under checkpoints/, results in runs/bench/speed.json
-    python bench_speed.py --checkpoints checkpoints/whisper-base-attention --reps 5
+    python bench_speed.py --checkpoints checkpoints/whisper-base-mean --reps 5
     python bench_speed.py --quick                  # one repetition, short clips, tiny training: checks the machinery
 
 Every figure is measured end to end on this machine's CPU, with the baselines (eGeMAPS + SVM,
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import ROOT, SYSTEMS, WHISPER_BASE, machine, now, read_json, rel, write_json
+from bench import ROOT, SYSTEMS, WHISPER_BASE, machine, now, read_json, rel, write_json  # sets OMP_WAIT_POLICY first
 
-DEFAULT_NAME = "whisper-base-attention"  # the app's default model (checkpoints/default.txt overrides)
-STAND_INS = {  # name -> the bench system whose recipe it copies
-    "whisper-base-attention": "whisper_lw_attention",
+DEFAULT_NAME = "whisper-base-mean"  # the app's default model (checkpoints/default.txt overrides)
+STAND_INS = {  # shipped checkpoint name -> the bench system whose recipe it copies
+    "whisper-base-mean": "whisper_lw_mean",
     "cnn1d-light": "cnn1d_light",
 }
 BASELINE = "egemaps_svm"  # the ratios' reference
@@ -87,15 +87,20 @@ def peak_memory(function):
     return result, seconds, (peak - before) / 1024 if before is not None and peak is not None else None
 
 
-def timed(function, reps: int) -> tuple[float, list[float]]:
-    """Return (median seconds, every repetition's seconds) of `function()` after one untimed warm-up call."""
+def timed(function, reps: int) -> tuple[float, list[float], float]:
+    """Return (median seconds, every repetition's seconds, median CPU seconds) of `function()` after a warm-up call.
+
+    CPU seconds are the process's, all threads: on a CPU shared with other jobs they change far less
+    than wall time does, and approximate what one dedicated core would take.
+    """
     function()
-    times = []
+    times, cpu = [], []
     for _ in range(reps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         function()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(times), times, statistics.median(cpu)
 
 
 class BaselineModel:
@@ -170,7 +175,7 @@ def find_checkpoints(given: list[str] | None) -> list[Path]:
 
 
 def default_checkpoint(folders: list[Path]) -> Path | None:
-    """Return the app's default: the one named in checkpoints/default.txt, else whisper-base-attention, else a Whisper one."""
+    """Return the app's default: the one named in checkpoints/default.txt, else DEFAULT_NAME, else a Whisper one."""
     pointer = ROOT / "checkpoints" / "default.txt"
     wanted = pointer.read_text().strip() if pointer.is_file() else DEFAULT_NAME
     for folder in folders:
@@ -180,12 +185,13 @@ def default_checkpoint(folders: list[Path]) -> Path | None:
     return (whisper or folders or [None])[0]
 
 
-def make_stand_ins(folder: Path, args: SpeedArguments) -> list[Path]:
-    """Train one-epoch stand-ins with the default checkpoints' architectures (as bench.py's systems) into `folder`."""
+def make_stand_ins(folder: Path, names: list[str], args: SpeedArguments) -> list[Path]:
+    """Train one-epoch stand-ins of the shipped checkpoints `names` (their recipes' architectures) into `folder`."""
     import train
 
     made = []
-    for name, system in STAND_INS.items():
+    for name in names:
+        system = STAND_INS[name]
         out = folder / name
         if not (out / "config.json").is_file():
             flags = [args.encoder if f == "{encoder}" else f for f in SYSTEMS[system].flags]
@@ -205,11 +211,12 @@ def measure_rtf(name: str, model, files: list[Path], reps: int) -> dict:
     from data_process import load_audio
 
     audio_s = sum(len(load_audio(f)) for f in files) / 16000
-    decode_s, _ = timed(lambda: [load_audio(f) for f in files], reps)
-    single_s, _ = timed(lambda: [model.predict(load_audio(f)) for f in files], reps)
-    batched_s, _ = timed(lambda: model.probabilities([load_audio(f) for f in files]), reps)
+    decode_s, _, _ = timed(lambda: [load_audio(f) for f in files], reps)
+    single_s, _, single_cpu = timed(lambda: [model.predict(load_audio(f)) for f in files], reps)
+    batched_s, _, batched_cpu = timed(lambda: model.probabilities([load_audio(f) for f in files]), reps)
     return {"system": name, "clips": len(files), "audio_s": audio_s, "single": single_s / audio_s,
-            "batched": batched_s / audio_s, "decode_share": decode_s / single_s}
+            "batched": batched_s / audio_s, "single_cpu": single_cpu / audio_s, "batched_cpu": batched_cpu / audio_s,
+            "decode_share": decode_s / single_s}
 
 
 def measure_training(sizes: list[int], args: SpeedArguments, work: Path) -> list[dict]:
@@ -226,7 +233,7 @@ def measure_training(sizes: list[int], args: SpeedArguments, work: Path) -> list
         subset = train.subsample(emodb, size, 0)
         audio_s = sum(len(load_audio(r.path)) for r in subset) / 16000
         entry = {"files": len(subset), "audio_s": audio_s, "epochs": int(epochs)}
-        for system, key in (("whisper_lw_attention", "whisper"), ("cnn1d_light", "cnn")):
+        for system, key in (("whisper_lw_mean", "whisper"), ("cnn1d_light", "cnn")):
             flags = [args.encoder if f == "{encoder}" else f for f in SYSTEMS[system].flags]
             cache = work / f"cache_{size}"  # fresh: the first run computes every encoder output
             for attempt in ("cold", "warm") if key == "whisper" else ("cold",):
@@ -321,21 +328,21 @@ def main(argv: list[str] | None = None) -> dict:
     results = Path(args.results)
     doc = Path(args.doc or (results / "benchmarks.md" if args.quick else ROOT / "docs" / "benchmarks.md"))
     results.mkdir(parents=True, exist_ok=True)
-    command = "python bench_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python bench_speed.py", *(sys.argv[1:] if argv is None else argv)])
     speed = read_json(results / "speed.json") if set(args.parts) != set(PARTS) else {}
     speed.update({"measured_at": now(), "machine": machine(), "threads": torch.get_num_threads(), "reps": args.reps,
                   "quick": args.quick})
-    entry = {"command": command, "parts": args.parts, "at": now(), "threads": torch.get_num_threads(),
-             "load_before": list(os.getloadavg())}
-    speed["commands"] = [c for c in speed.get("commands", []) if set(c["parts"]) - set(args.parts)] + [entry]
+    this_run = {"command": command, "parts": args.parts, "threads": torch.get_num_threads(),
+                "load_before": list(os.getloadavg())}
+    speed["commands"] = [c for c in speed.get("commands", []) if set(c["parts"]) - set(args.parts)] + [this_run]
 
     folders = find_checkpoints(args.checkpoints)
-    stand_in = not folders
-    if stand_in:
-        folders = make_stand_ins(results / "speed_checkpoints", args)
+    missing = [] if args.checkpoints else [n for n in STAND_INS if n not in {f.name for f in folders}]
+    stand_ins = make_stand_ins(results / "speed_checkpoints", missing, args)
+    folders += stand_ins
     default = default_checkpoint(folders)
     speed["checkpoints"] = {f.name: {"path": rel(f), "backbone": read_json(f / "config.json").get("backbone"),
-                                     "stand_in": stand_in, "default": f == default} for f in folders}
+                                     "stand_in": f in stand_ins, "default": f == default} for f in folders}
 
     with tempfile.TemporaryDirectory(prefix="ser_speed_") as tmp:
         work = Path(tmp)
@@ -362,8 +369,9 @@ def main(argv: list[str] | None = None) -> dict:
             five = write_48k(long_audio(5.0, clips), work / "five_seconds.wav")
             speed["latency_5s"] = []
             for who in ([default.name] if default else []) + [BASELINE]:
-                median, times = timed(lambda: models[who].predict(load_audio(five)), max(args.reps, 5))
-                speed["latency_5s"].append({"system": who, "median_s": median, "max_s": max(times), "reps": len(times)})
+                median, times, cpu = timed(lambda: models[who].predict(load_audio(five)), max(args.reps, 5))
+                speed["latency_5s"].append({"system": who, "median_s": median, "max_s": max(times), "reps": len(times),
+                                            "cpu_s": cpu})
                 print(f"5 s clip, {who}: {median * 1000:.0f} ms", flush=True)
         del models
 
@@ -382,8 +390,8 @@ def main(argv: list[str] | None = None) -> dict:
         if "finetune" in args.parts:
             speed["finetune"] = measure_finetune(args, work)
     speed["gpu"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
-    speed["load_after"] = entry["load_after"] = list(os.getloadavg())
-    entry["at"] = now()
+    speed["load_after"] = this_run["load_after"] = list(os.getloadavg())
+    this_run["at"] = now()
     write_json(results / "speed.json", speed)
     bench.write_report(results, doc)
     print(f"wrote {results / 'speed.json'} and {doc}")
@@ -474,24 +482,26 @@ def report_lines(speed: dict, png: Path | None = None) -> list[str]:
               f"End to end on {speed['rtf'][0]['clips']} real clips ({speed['rtf'][0]['audio_s']:.1f} s of speech from "
               "EmoDB, RAVDESS and URDU) stored as 48 kHz 16-bit WAV: decoding, resampling to 16 kHz, features, "
               "model. Single: one clip at a time (`Recognizer.predict`); batched: all clips through "
-              "`Recognizer.probabilities` (batches of 8 of similar length). Ratio: this system's RTF over "
-              "eGeMAPS + SVM's (above 1: slower).", "",
-              "| system | parameters | RTF single | RTF batched | decode share | single vs eGeMAPS+SVM | batched vs eGeMAPS+SVM |",
-              "|---|---|---|---|---|---|---|"]
+              "`Recognizer.probabilities` (batches of 8 of similar length). RTF is wall-clock; CPU-s per audio s "
+              "counts the process's CPU time over all its threads, which other jobs on the machine disturb less. "
+              "Ratio: this system's RTF over eGeMAPS + SVM's (above 1: slower).", "",
+              "| system | parameters | RTF single | CPU-s per audio s | RTF batched | CPU-s per audio s | decode share "
+              "| single vs eGeMAPS+SVM | batched vs eGeMAPS+SVM |", "|---|---|---|---|---|---|---|---|---|"]
     for r in speed["rtf"]:
         params = speed["checkpoints"].get(r["system"], {}).get("parameters")
         lines.append(f"| `{r['system']}`{' (default)' if r.get('default') else ''} | "
-                     f"{f'{params / 1e6:.1f} M' if params else '–'} | {r['single']:.4f} | {r['batched']:.4f} | "
-                     f"{100 * r['decode_share']:.0f} % | {_ratio(r['single'], base.get('single'))} | "
-                     f"{_ratio(r['batched'], base.get('batched'))} |")
+                     f"{f'{params / 1e6:.1f} M' if params else '–'} | {r['single']:.4f} | {_num(r.get('single_cpu'))} | "
+                     f"{r['batched']:.4f} | {_num(r.get('batched_cpu'))} | {100 * r['decode_share']:.0f} % | "
+                     f"{_ratio(r['single'], base.get('single'))} | {_ratio(r['batched'], base.get('batched'))} |")
     lines.append("")
     if speed.get("latency_5s"):
         lat = {r["system"]: r for r in speed["latency_5s"]}
         loads = {n: c.get("load_s") for n, c in speed["checkpoints"].items()}
         lines += ["### App latency: one 5 s clip, file to probabilities", "",
-                  "| system | median | slowest | vs eGeMAPS+SVM | model load (once) |", "|---|---|---|---|---|"]
+                  "| system | median | slowest | CPU time | vs eGeMAPS+SVM | model load (once) |", "|---|---|---|---|---|---|"]
         for r in speed["latency_5s"]:
             lines.append(f"| `{r['system']}` | {1000 * r['median_s']:.0f} ms | {1000 * r['max_s']:.0f} ms | "
+                         + (f"{1000 * r['cpu_s']:.0f} ms | " if r.get("cpu_s") is not None else "– | ") +
                          f"{_ratio(r['median_s'], lat.get(BASELINE, {}).get('median_s'))} | "
                          + (f"{loads[r['system']]:.1f} s |" if loads.get(r["system"]) else "– |"))
         lines.append("")
@@ -520,7 +530,7 @@ def report_lines(speed: dict, png: Path | None = None) -> list[str]:
         lines += ["### Training time against corpus size", "",
                   f"EmoDB subsets (`train.py --max_files N --protocol all`), {speed['training'][0]['epochs']} epoch(s), "
                   "wall time of the whole `train.main` call (loading, encoder outputs, training, saving). Whisper "
-                  "head: `whisper_lw_attention` with an empty cache (cold: the frozen encoder runs once per clip) and "
+                  "head: `whisper_lw_mean` (the default recipe) with an empty cache (cold: the frozen encoder runs once per clip) and "
                   "again with that cache filled (warm). The cache speed-up is cold over warm.", "",
                   "| files | audio | Whisper head, cold cache | warm cache | cache speed-up | CNN light | eGeMAPS+SVM "
                   "(features + fit) | Whisper cold vs eGeMAPS+SVM |", "|---|---|---|---|---|---|---|---|"]
@@ -531,8 +541,8 @@ def report_lines(speed: dict, png: Path | None = None) -> list[str]:
         big = speed["training"][-1]
         per_clip = (big["whisper_cold_s"] - big["whisper_warm_s"]) / big["files"]
         lines += ["", f"Derived: the encoder costs about {per_clip:.2f} s per clip here, so without the cache every "
-                  f"epoch over {big['files']} clips would add about {per_clip * big['files']:.0f} s, and a 20-epoch "
-                  f"head run about {20 * per_clip * big['files']:.0f} s instead of the one cold pass.", ""]
+                  f"epoch over {big['files']} clips would add about {per_clip * big['files']:.0f} s, and the default "
+                  f"recipe's 12 epochs about {12 * per_clip * big['files']:.0f} s instead of the one cold pass.", ""]
     if speed.get("finetune"):
         f = speed["finetune"]
         lines += ["### Fine-tuning throughput", "",
@@ -545,6 +555,10 @@ def report_lines(speed: dict, png: Path | None = None) -> list[str]:
               "(`whisper_ft_full`) and bf16 fine-tuning throughput are not measured. On a machine with one, "
               "`python bench.py --systems whisper_ft_full` and `python bench_speed.py` produce them.", ""]
     return lines
+
+
+def _num(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "–"
 
 
 def _mib(value: float | None) -> str:

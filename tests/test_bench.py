@@ -63,7 +63,7 @@ def test_quick_bench_writes_the_document(quick):
 def test_every_cell_is_a_resumable_run_folder(quick):
     out, argv, doc = quick
     results = out / "results"
-    cell = results / "whisper_lw_attention" / "emodb_loso"
+    cell = results / "whisper_lw_mean" / "emodb_loso"
     record = json.loads((cell / "bench.json").read_text())
     assert record["status"] == "done" and record["command"].startswith("python train.py --backbone whisper")
     assert (cell / "fold_00" / "model.safetensors").exists() and (cell / "settings.json").exists()
@@ -120,22 +120,22 @@ def test_baseline_rtf_end_to_end(tmp_path, corpora):
 def test_speed_section_renders_ratios():
     speed = {"measured_at": "now", "command": "python bench_speed.py", "threads": 2, "reps": 3, "quick": False,
              "machine": {"load_average": [0.5, 0.5, 0.5], "usable_cores": 2}, "load_after": [0.6, 0.6, 0.6],
-             "checkpoints": {"whisper-base-attention": {"stand_in": False, "default": True, "parameters": 21e6,
+             "checkpoints": {"whisper-base-mean": {"stand_in": False, "default": True, "parameters": 21e6,
                                                         "load_s": 1.5}},
-             "rtf": [{"system": "whisper-base-attention", "clips": 6, "audio_s": 20.0, "single": 0.04, "batched": 0.02,
-                      "decode_share": 0.1, "default": True},
+             "rtf": [{"system": "whisper-base-mean", "clips": 6, "audio_s": 20.0, "single": 0.04, "batched": 0.02,
+                      "single_cpu": 0.03, "decode_share": 0.1, "default": True},
                      {"system": "egemaps_svm", "clips": 6, "audio_s": 20.0, "single": 0.01, "batched": 0.01,
                       "decode_share": 0.3, "default": False}],
-             "latency_5s": [{"system": "whisper-base-attention", "median_s": 0.2, "max_s": 0.3, "reps": 5},
+             "latency_5s": [{"system": "whisper-base-mean", "median_s": 0.2, "max_s": 0.3, "reps": 5, "cpu_s": 0.15},
                             {"system": "egemaps_svm", "median_s": 0.05, "max_s": 0.06, "reps": 5}],
              "lengths": [{"system": s, "seconds": 60, "time_s": t, "peak_mib": 100.0, "reps": 1, "windows": 11}
-                         for s, t in (("whisper-base-attention", 3.0), ("egemaps_svm", 0.6))],
+                         for s, t in (("whisper-base-mean", 3.0), ("egemaps_svm", 0.6))],
              "training": [{"files": 20, "audio_s": 50, "epochs": 2, "whisper_cold_s": 20.0, "whisper_warm_s": 5.0,
                            "cnn_cold_s": 8.0, "egemaps_svm_s": 2.0}],
              "finetune": {"samples": 32, "seconds": 16.0, "samples_per_s": 2.0, "crop_seconds": 4.0,
                           "precision": "float32 (CPU)"}, "gpu": None}
     text = "\n".join(bench_speed.report_lines(speed))
-    assert "| 0.0400 | 0.0200 | 10 % | 4.00× | 2.00× |" in text  # RTF and its ratios to eGeMAPS + SVM
-    assert "| 200 ms | 300 ms | 4.00× | 1.5 s |" in text
+    assert "| 0.0400 | 0.0300 | 0.0200 | – | 10 % | 4.00× | 2.00× |" in text  # RTF and its ratios to eGeMAPS + SVM
+    assert "| 200 ms | 300 ms | 150 ms | 4.00× | 1.5 s |" in text
     assert "| 4.0× |" in text and "10.00×" in text  # cache speed-up, Whisper cold vs eGeMAPS + SVM training
     assert "2.00 training samples/s" in text and "No GPU was lent" in text
