@@ -561,10 +561,11 @@ def reproduce_section(runs: list[dict]) -> list[str]:
              "python bench_speed.py                # speed and scale only (uses checkpoints/)",
              "python bench.py --report_only        # rewrite this document from runs/bench",
              "```", "",
-             "Cost on this 2-core machine, estimated from per-sample training throughput measured with one torch "
-             "thread while other jobs ran (2026-11-21): about 3 h for the five frozen-Whisper heads together, 1.5 h "
-             "for `cnn1d_light`, 7 h for `whisper_ft_top2`, 7 h for `cnn1d_deep`, minutes for the baselines: "
-             "roughly 20 hours at most (early stopping shortens it). Systems run cheapest first, so an "
+             "Cost on this 2-core machine, estimated from the training throughput measured below while other jobs "
+             "ran (2026-11-21): about 2.5 h for the five frozen-Whisper heads together (plus a few minutes of encoder "
+             "outputs unless already cached), 1.5 h for `cnn1d_light`, 6 h for `whisper_ft_top2`, 8 h for "
+             "`cnn1d_deep`, minutes for the baselines: roughly 18 hours at most (early stopping shortens the last "
+             "three). Systems run cheapest first, so an "
              "interrupted run has the most complete rows; the *Time per cell* table below gives the real figures.", ""]
     if runs:
         lines += ["Runs that produced the results below (newest last):", "", "| started | finished | commit | command |",
