@@ -2,7 +2,7 @@
 
     python bench.py                          # every default system x every protocol, then speed; writes docs/benchmarks.md
     python bench.py --quick                  # a few files per protocol, 1 epoch: checks the machinery in a few minutes
-    python bench.py --systems egemaps_svm whisper_lw_attention --protocols emodb_loso
+    python bench.py --systems egemaps_svm whisper_lw_mean --protocols emodb_loso
     python bench.py --report_only            # only regenerate docs/benchmarks.md from the results folder
 
 Each system x protocol cell is a train.py run folder (or, for a baseline, a folder with the same
@@ -557,7 +557,7 @@ def rel(path: Path) -> str:
 def reproduce_section(runs: list[dict]) -> list[str]:
     lines = ["## How to reproduce", "", "```bash",
              "python bench.py                      # all default systems x all protocols, then speed (resumable)",
-             "python bench.py --systems egemaps_svm whisper_lw_attention --protocols emodb_loso   # a subset",
+             "python bench.py --systems egemaps_svm whisper_lw_mean --protocols emodb_loso   # a subset",
              "python bench_speed.py                # speed and scale only (uses checkpoints/)",
              "python bench.py --report_only        # rewrite this document from runs/bench",
              "```", "",
