@@ -23,7 +23,7 @@ def _confusion_table(confusion: list[list[int]], labels: list[str]) -> str:
 
 def _figures(metrics: dict) -> tuple[str, str]:
     """Return (a sentence with the held-out figures, the confusion table) from a run's metrics."""
-    cv = metrics.get("cross_validation") or (metrics if metrics.get("summary") else None)
+    cv = metrics.get("cross_validation") or (metrics if metrics.get("summary") and len(metrics["folds"]) > 1 else None)
     if cv and "summary" in cv:
         s = cv["summary"]
         text = (f"Cross-validated with the same recipe, protocol **{cv['protocol']}** over {len(cv['folds'])} folds "
@@ -38,6 +38,15 @@ def _figures(metrics: dict) -> tuple[str, str]:
                 f"WA {test['wa']:.3f}, macro-F1 {test['macro_f1']:.3f} ({test['n']} clips).")
         return text, _confusion_table(test["confusion"], test["labels"])
     return "No held-out evaluation was run for this checkpoint: its accuracy is unknown.", ""
+
+
+def _training(metrics: dict) -> str:
+    """Return how long training ran, when the run recorded it."""
+    if "epochs_run" not in metrics:
+        return ""
+    best = f", best validation epoch {metrics['best_epoch']:.0f}" if metrics.get("best_epoch") else ""
+    return (f"\n- **Training**: {metrics['epochs_run']:.0f} epochs{best}, "
+            f"{metrics['train_seconds'] / 60:.0f} min on the machine that trained it")
 
 
 def write_model_card(folder: str | Path, settings: dict, metrics: dict) -> Path:
@@ -61,8 +70,8 @@ tags: [speech-emotion-recognition, audio-classification]
 - **Backbone**: {encoder}
 - **Pooling head**: `{model['pooling']}`
 - **Labels**: {', '.join(metrics['labels'])}
-- **Trained on**: {', '.join(data['corpus'])} ({metrics.get('n_utterances', '?')} clips,
-  {metrics.get('n_speakers', '?')} speakers), protocol `{data['protocol']}`
+- **Data**: {', '.join(data['corpus'])} ({metrics.get('n_utterances', '?')} clips,
+  {metrics.get('n_speakers', '?')} speakers), protocol `{data['protocol']}`{_training(metrics)}
 
 ## Held-out performance
 {text}
