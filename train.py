@@ -197,11 +197,12 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     start = time.time()
     trainer.train(resume_from_checkpoint=get_last_checkpoint(str(fold_dir)) if fold_dir.exists() else None)
     seconds = time.time() - start
+    # predict is collective under DDP: every process takes part, only the first writes
+    logits = trainer.predict(make(fold["test"])).predictions if len(fold["test"]) else None
     if not trainer.is_world_process_zero():
         return {}
     report = None
-    if len(fold["test"]):
-        logits = trainer.predict(make(fold["test"])).predictions
+    if logits is not None:
         report = classification_report(label_ids[fold["test"]], logits.argmax(-1), labels)
         report["test_speakers"] = sorted({data[i].speaker for i in fold["test"]})
         write_predictions(fold_dir / "predictions.csv", [data[i] for i in fold["test"]], logits, labels)
