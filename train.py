@@ -211,7 +211,7 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     save_checkpoint(trainer, fold_dir, margs.save_fp16)
     curves_png(trainer.state.log_history, fold_dir / "training_curve.png")
     best_epoch = next((h["epoch"] for h in trainer.state.log_history
-                       if h.get("eval_ua") == trainer.state.best_metric), None)
+                       if h.get("eval_ua") == trainer.state.best_metric), None) if has_val else None
     (fold_dir / "metrics.json").write_text(json.dumps({
         "test": report, "train_seconds": seconds, "best_validation_ua": trainer.state.best_metric,
         "best_epoch": best_epoch, "epochs_run": trainer.state.epoch,
