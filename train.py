@@ -57,7 +57,7 @@ class DataArguments:
     crop_seconds: float | None = field(default=4.0, metadata={
         "help": "Random crop of each training clip when learning from raw audio (speed); none when the encoder is cached."})
     cache_dir: str | None = field(default=None, metadata={"help": "Encoder-output cache; default $SER_CACHE or ~/.cache/ser."})
-    max_files: int | None = field(default=None, metadata={"help": "Use only this many files (a quick try); stratified."})
+    max_files: int | None = field(default=None, metadata={"help": "Use only this many files, drawn at random with the seed (a quick try)."})
     augment: bool = field(default=False, metadata={
         "help": "Augment training clips (audiomentations: Gaussian noise, gain, time shift; see augment.py)."})
 
@@ -144,7 +144,7 @@ def class_weighted_loss(weights: torch.Tensor):
 
 
 def subsample(rows, max_files: int, seed: int):
-    """Return about `max_files` rows, the same share of every (label, speaker) pair."""
+    """Return `max_files` rows drawn at random (seeded), in their original order."""
     rng = np.random.default_rng(seed)
     keep = rng.permutation(len(rows))[:max_files]
     return [rows[i] for i in sorted(keep)]
