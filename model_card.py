@@ -13,6 +13,8 @@ LICENCES = {
     "iemocap": "IEMOCAP: licensed by USC SAIL for research; not redistributable.",
 }
 
+KEPT_SECTION = "## Known limits"  # written by hand; a rewritten card keeps it
+
 
 def _confusion_table(confusion: list[list[int]], labels: list[str]) -> str:
     head = "| true \\ predicted | " + " | ".join(labels) + " |"
@@ -30,7 +32,7 @@ def _figures(metrics: dict) -> tuple[str, str]:
                 f"({cv['n_speakers']} speakers, no speaker in both training and test): "
                 f"**UA {s['ua']['mean']:.3f} ± {s['ua']['std']:.3f}**, WA {s['wa']['mean']:.3f} ± {s['wa']['std']:.3f}, "
                 f"macro-F1 {s['macro_f1']['mean']:.3f} ± {s['macro_f1']['std']:.3f} (mean ± std over folds). "
-                f"Confusion matrix pooled over the folds' test speakers:")
+                f"{_by_corpus(cv)}Confusion matrix pooled over the folds' test speakers:")
         return text, _confusion_table(s["pooled"]["confusion"], s["pooled"]["labels"])
     test = metrics.get("test")
     if test:
@@ -38,6 +40,16 @@ def _figures(metrics: dict) -> tuple[str, str]:
                 f"WA {test['wa']:.3f}, macro-F1 {test['macro_f1']:.3f} ({test['n']} clips).")
         return text, _confusion_table(test["confusion"], test["labels"])
     return "No held-out evaluation was run for this checkpoint: its accuracy is unknown.", ""
+
+
+def _by_corpus(cv: dict) -> str:
+    """Return per-corpus pooled UA of a cross-validation over several corpora ('' for one corpus)."""
+    by_corpus = cv.get("by_corpus") or {}
+    if len(by_corpus) < 2:
+        return ""
+    parts = ", ".join(f"{name} {m['ua']:.3f} ({m['n']} clips)" for name, m in by_corpus.items())
+    return (f"Per corpus, pooled over the folds: UA {parts}; these are {len(cv['labels'])}-way decisions over "
+            f"every label, so they are not comparable with single-corpus benchmarks. ")
 
 
 def _training(metrics: dict) -> str:
@@ -95,7 +107,8 @@ classify("speech.wav")  # or a 16 kHz float32 numpy array
 or `python infer.py --checkpoint {Path(folder).name} --output out.csv FILES_OR_FOLDERS`.
 """
     path = Path(folder) / "README.md"
-    path.write_text(card)
+    kept = path.read_text().partition(KEPT_SECTION)[2] if path.exists() else ""
+    path.write_text(card + (f"\n{KEPT_SECTION}{kept}" if kept else ""))
     return path
 
 

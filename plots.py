@@ -46,7 +46,10 @@ def curves_png(log_history: list[dict], path: str | Path) -> Path:
     left.legend()
     right.set_xlabel("epoch")
     right.set_ylim(0, 1)
-    right.legend()
+    if val:
+        right.legend()
+    else:
+        right.text(0.5, 0.5, "no validation set", ha="center", va="center", transform=right.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
