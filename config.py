@@ -4,6 +4,11 @@ from __future__ import annotations
 from transformers import PretrainedConfig
 
 
+def read_layer_mix(settings: dict) -> str:
+    """Return the layer mix a config or settings dict names, also for checkpoints written before layer_mix existed."""
+    return settings.get("layer_mix") or ("weighted" if settings.get("layer_weighted") else "last")
+
+
 class EmotionConfig(PretrainedConfig):
     """Describes an emotion classifier: backbone, pooling head and labels (`id2label`).
 
@@ -24,7 +29,7 @@ class EmotionConfig(PretrainedConfig):
         encoder_name: str | None = None,     # where the encoder came from (hub id or folder), for the record
         encoder_mode: str = "frozen",        # frozen | finetune | freeze_feature_encoder
         trainable_layers: int = 0,           # with finetune: train only the top N layers (0 = all)
-        layer_weighted: bool = False,        # learned softmax-weighted sum over every hidden layer
+        layer_mix: str | None = None,        # how the head reads the layers: last | weighted | concat (models/classifier.py)
         normalize_layers: bool = False,      # layer norm (no parameters) on each layer before the mix
         frame_pooling: int = 1,              # average every k backbone frames (k=2: Whisper's 50 Hz -> 25 Hz)
         projector_dim: int | None = 256,     # linear projection of frames before pooling (None: none)
@@ -50,7 +55,7 @@ class EmotionConfig(PretrainedConfig):
         self.encoder_name = encoder_name
         self.encoder_mode = encoder_mode
         self.trainable_layers = trainable_layers
-        self.layer_weighted = layer_weighted
+        self.layer_mix = read_layer_mix({"layer_mix": layer_mix, "layer_weighted": kwargs.pop("layer_weighted", False)})
         self.normalize_layers = normalize_layers
         self.frame_pooling = frame_pooling
         self.projector_dim = projector_dim

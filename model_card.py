@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from config import read_layer_mix
+from models.classifier import LAYER_MIXES
+
 LICENCES = {
     "emodb": "EmoDB (Berlin Database of Emotional Speech): free for research use.",
     "ravdess": "RAVDESS (Livingstone & Russo 2018): CC BY-NC-SA 4.0. Models trained on it inherit the "
@@ -68,7 +71,7 @@ def write_model_card(folder: str | Path, settings: dict, metrics: dict) -> Path:
     licences = [LICENCES.get(c, f"{c}: check its licence before use.") for c in corpora]
     non_commercial = any(c in ("ravdess", "tess", "urdu", "emodb", "iemocap") for c in corpora)
     encoder = (f"`{model['encoder']}` ({model['encoder_mode']}"
-               + (", learned weighted sum of all layers" if model["layer_weighted"] else ", last layer") + ")"
+               + f", {LAYER_MIXES[read_layer_mix(model)].text})"
                if model["backbone"] != "cnn1d" else f"1-D CNN on the raw waveform, preset `{model['cnn_preset']}`")
     text, table = _figures(metrics)
     card = f"""---

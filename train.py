@@ -70,7 +70,10 @@ class ModelArguments:
     encoder_mode: str = field(default="frozen", metadata={"help": "frozen | finetune | freeze_feature_encoder."})
     trainable_layers: int = field(default=0, metadata={"help": "With finetune: train only the top N encoder layers (0 = all)."})
     pooling: str = field(default="attention", metadata={"help": f"One of {sorted(models.POOLINGS)}."})
-    layer_weighted: bool = field(default=False, metadata={"help": "Learned weighted sum over every encoder layer."})
+    layer_mix: str = field(default="last", metadata={
+        "help": f"How the head reads the encoder's layers: one of {sorted(models.LAYER_MIXES)}. last: the top layer; "
+                "weighted: a learned softmax-weighted sum of every layer; concat: every layer side by side (the "
+                "projector learns one map per layer: the most accurate frozen head, about 1.5x the head's cost)."})
     cnn_preset: str = field(default="light", metadata={"help": "cnn1d preset: light (4 blocks) or deep (7 blocks)."})
     cnn_first_stride: int = field(default=1, metadata={"help": "Stride of the first cnn1d conv (1 = the original design)."})
     frame_pooling: int = field(default=2, metadata={
@@ -118,7 +121,7 @@ def build_model(margs: ModelArguments, labels: list[str], encoder: tuple[dict, d
         backbone=margs.backbone, pooling=margs.pooling, cnn_preset=margs.cnn_preset,
         cnn_first_stride=margs.cnn_first_stride, encoder_config=encoder[0] if encoder else None,
         encoder_name=margs.encoder if encoder else None, encoder_mode=margs.encoder_mode,
-        trainable_layers=margs.trainable_layers, layer_weighted=margs.layer_weighted,
+        trainable_layers=margs.trainable_layers, layer_mix=margs.layer_mix,
         normalize_layers=margs.backbone != "cnn1d", frame_pooling=margs.frame_pooling if encoder else 1,
         projector_dim=margs.projector_dim or None, classifier_dropout=margs.classifier_dropout,
         classifier_hidden=margs.classifier_hidden,
@@ -176,7 +179,7 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         save_strategy="epoch", load_best_model_at_end=has_val, metric_for_best_model="ua" if has_val else None,
         greater_is_better=True, remove_unused_columns=False)
     if cached is not None:
-        keep = slice(None) if margs.layer_weighted else slice(-1, None)  # only the layers the head reads
+        keep = slice(None) if margs.layer_mix != "last" else slice(-1, None)  # only the layers the head reads
         make = lambda idx: LayersDataset([cached[i][keep] for i in idx], label_ids[idx])  # noqa: E731
         collator = collate_layers
     else:

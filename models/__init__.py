@@ -2,10 +2,10 @@
 from transformers import AutoConfig, AutoModelForAudioClassification
 
 from config import EmotionConfig
-from models.classifier import BACKBONES, EmotionClassifier
+from models.classifier import BACKBONES, LAYER_MIXES, EmotionClassifier
 from models.pooling import POOLINGS
 
 AutoConfig.register(EmotionConfig.model_type, EmotionConfig)
 AutoModelForAudioClassification.register(EmotionConfig, EmotionClassifier)
 
-__all__ = ["BACKBONES", "POOLINGS", "EmotionClassifier", "EmotionConfig"]
+__all__ = ["BACKBONES", "LAYER_MIXES", "POOLINGS", "EmotionClassifier", "EmotionConfig"]

@@ -27,17 +27,45 @@ BACKBONES = {
 }
 
 
-class LayerMix(nn.Module):
-    """(B, L, T, D) -> (B, T, D): a learned softmax-weighted sum of the layers, or the last one."""
+class LastLayer(nn.Module):
+    """(B, L, T, D) -> (B, T, D): the top layer only."""
 
-    def __init__(self, num_layers: int, weighted: bool):
+    text = "last layer"
+
+    def __init__(self, num_layers: int, dim: int):
         super().__init__()
-        self.weights = nn.Parameter(torch.zeros(num_layers)) if weighted else None
+        self.output_dim = dim
 
     def forward(self, layers: torch.Tensor) -> torch.Tensor:
-        if self.weights is None:
-            return layers[:, -1]
+        return layers[:, -1]
+
+
+class WeightedLayers(LastLayer):
+    """(B, L, T, D) -> (B, T, D): a learned softmax-weighted sum of the layers."""
+
+    text = "learned weighted sum of all layers"
+
+    def __init__(self, num_layers: int, dim: int):
+        super().__init__(num_layers, dim)
+        self.weights = nn.Parameter(torch.zeros(num_layers))
+
+    def forward(self, layers: torch.Tensor) -> torch.Tensor:
         return torch.einsum("bltd,l->btd", layers, torch.softmax(self.weights, dim=0))
+
+
+class ConcatLayers(LastLayer):
+    """(B, L, T, D) -> (B, T, L*D): every layer side by side, so the projector learns one map per layer."""
+
+    text = "all layers side by side"
+
+    def __init__(self, num_layers: int, dim: int):
+        super().__init__(num_layers, dim * num_layers)
+
+    def forward(self, layers: torch.Tensor) -> torch.Tensor:
+        return layers.permute(0, 2, 1, 3).flatten(2)
+
+
+LAYER_MIXES = {"last": LastLayer, "weighted": WeightedLayers, "concat": ConcatLayers}
 
 
 def pool_frames(layers: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,11 +90,13 @@ class EmotionClassifier(PreTrainedModel):
         super().__init__(config)
         if config.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {config.backbone!r}; one of {sorted(BACKBONES)}")
+        if config.layer_mix not in LAYER_MIXES:
+            raise ValueError(f"unknown layer_mix {config.layer_mix!r}; one of {sorted(LAYER_MIXES)}")
         if config.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {config.pooling!r}; one of {sorted(POOLINGS)}")
         self.backbone = BACKBONES[config.backbone](config)
-        self.layer_mix = LayerMix(self.backbone.num_layers, config.layer_weighted)
-        dim = self.backbone.output_dim
+        self.layer_mix = LAYER_MIXES[config.layer_mix](self.backbone.num_layers, self.backbone.output_dim)
+        dim = self.layer_mix.output_dim
         if config.projector_dim:
             self.projector, dim = nn.Linear(dim, config.projector_dim), config.projector_dim
         else:

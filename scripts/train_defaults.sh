@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ENC=${ENC:-../shared/models/whisper-base-encoder}
 CORPORA="emodb ravdess urdu"
-WHISPER="--corpus $CORPORA --backbone whisper --encoder $ENC --pooling mean --layer_weighted true --num_train_epochs 12"
+WHISPER="--corpus $CORPORA --backbone whisper --encoder $ENC --pooling mean --layer_mix weighted --num_train_epochs 12"
 
 python train.py $WHISPER --protocol all --save_fp16 true --disable_tqdm true --output_dir checkpoints/whisper-base-mean
 python train.py $WHISPER --protocol speaker_kfold --folds 5 --val_speakers 0 --disable_tqdm true \

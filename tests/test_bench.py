@@ -63,7 +63,7 @@ def test_quick_bench_writes_the_document(quick):
 def test_every_cell_is_a_resumable_run_folder(quick):
     out, argv, doc = quick
     results = out / "results"
-    cell = results / "whisper_lw_mean" / "emodb_loso"
+    cell = results / "whisper_cat_mean" / "emodb_loso"
     record = json.loads((cell / "bench.json").read_text())
     assert record["status"] == "done" and record["command"].startswith("python train.py --backbone whisper")
     assert (cell / "fold_00" / "model.safetensors").exists() and (cell / "settings.json").exists()

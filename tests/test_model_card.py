@@ -1,7 +1,7 @@
 """Model cards: held-out figures, per-corpus figures, and hand-written limits that survive a rewrite."""
 from model_card import write_model_card
 
-SETTINGS = {"model": {"backbone": "whisper", "encoder": "enc", "encoder_mode": "frozen", "layer_weighted": True,
+SETTINGS = {"model": {"backbone": "whisper", "encoder": "enc", "encoder_mode": "frozen", "layer_mix": "weighted",
                       "pooling": "mean", "cnn_preset": "light"},
             "data": {"corpus": ["emodb", "urdu"], "protocol": "speaker_kfold"}}
 

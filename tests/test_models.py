@@ -47,12 +47,12 @@ def test_pooling_ignores_padding(pooling):
     assert torch.allclose(pool(frames, mask[:, :5]), pool(padded, mask), atol=1e-5)
 
 
-@pytest.mark.parametrize("backbone, pooling, weighted", [
-    ("cnn1d", "max", False), ("cnn1d", "conv_max", False), ("whisper", "attention", True),
-    ("whisper", "max", True),
-    ("whisper", "mean", False), ("wav2vec2", "attention", True), ("wav2vec2", "conv_max", False)])
-def test_padding_a_batch_changes_no_output(backbone, pooling, weighted):
-    model = tiny(backbone, pooling=pooling, layer_weighted=weighted)
+@pytest.mark.parametrize("backbone, pooling, layer_mix", [
+    ("cnn1d", "max", "last"), ("cnn1d", "conv_max", "last"), ("whisper", "attention", "weighted"),
+    ("whisper", "max", "concat"),
+    ("whisper", "mean", "last"), ("wav2vec2", "attention", "weighted"), ("wav2vec2", "conv_max", "concat")])
+def test_padding_a_batch_changes_no_output(backbone, pooling, layer_mix):
+    model = tiny(backbone, pooling=pooling, layer_mix=layer_mix)
     clips, x, mask = padded_batch([16000, 9001, 4567])
     with torch.no_grad():
         batched = model(x, mask).logits
@@ -61,7 +61,7 @@ def test_padding_a_batch_changes_no_output(backbone, pooling, weighted):
 
 
 def test_layer_weights_are_learned():
-    model = tiny("whisper", layer_weighted=True)
+    model = tiny("whisper", layer_mix="weighted")
     assert model.layer_mix.weights.shape == (3,)  # embeddings + 2 layers
     model.train()
     loss = model(torch.randn(2, 8000) * 0.1, labels=torch.tensor([0, 1])).loss
@@ -100,7 +100,7 @@ def test_checkpoint_round_trip_and_pipeline(tmp_path):
 
 
 def test_real_whisper_encoder_batches_like_alone(whisper_path, emodb_rows):
-    model, extractor = build_model(ModelArguments(encoder=whisper_path, layer_weighted=True), LABELS, 
+    model, extractor = build_model(ModelArguments(encoder=whisper_path, layer_mix="concat"), LABELS, 
                                    models.BACKBONES["whisper"].load_encoder(whisper_path))
     model.eval()
     from data_process import load_audio
@@ -115,16 +115,28 @@ def test_real_whisper_encoder_batches_like_alone(whisper_path, emodb_rows):
 def test_unknown_names_fail_clearly():
     with pytest.raises(ValueError, match="unknown backbone"):
         EmotionClassifier(EmotionConfig(backbone="nope", id2label={0: "a"}))
+    with pytest.raises(ValueError, match="unknown layer_mix"):
+        EmotionClassifier(EmotionConfig(layer_mix="nope", id2label={0: "a"}))
     with pytest.raises(ValueError, match="unknown pooling"):
         EmotionClassifier(EmotionConfig(pooling="nope", id2label={0: "a"}))
 
 
 def test_whisper_checkpoint_reloads_to_the_same_outputs(tmp_path):
     """from_pretrained builds on the meta device: the log-mel constants must still be right after loading."""
-    model = tiny("whisper", layer_weighted=True)
+    model = tiny("whisper", layer_mix="weighted")
     model.save_pretrained(tmp_path)
     reloaded = AutoModelForAudioClassification.from_pretrained(tmp_path).eval()
     audio = torch.randn(1, 16000) * 0.1
     with torch.no_grad():
         expected, got = model(audio).logits, reloaded(audio).logits
     assert torch.isfinite(got).all() and torch.allclose(expected, got, atol=1e-5)
+
+
+def test_concat_reads_every_layer_and_old_configs_still_load():
+    model = tiny("whisper", layer_mix="concat")
+    layers = torch.randn(2, 3, 5, model.backbone.output_dim)  # (B, L, T, D) as the cache stores them
+    assert model.layer_mix(layers).shape == (2, 5, 3 * model.backbone.output_dim)
+    assert torch.equal(model.layer_mix(layers)[..., -model.backbone.output_dim:], layers[:, -1])
+    # checkpoints written before layer_mix existed (the shipped default among them) said layer_weighted
+    assert EmotionConfig(layer_weighted=True).layer_mix == "weighted"
+    assert EmotionConfig().layer_mix == "last" and "layer_weighted" not in EmotionConfig().to_dict()

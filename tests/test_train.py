@@ -25,7 +25,7 @@ def test_whisper_head_on_unseen_speakers(tmp_path, whisper_path, emodb_rows):
     out = tmp_path / "run"
     result = train.main([
         "--corpus", "emodb", "--labels", "angry", "happy", "neutral", "sad", "--backbone", "whisper",
-        "--encoder", whisper_path, "--pooling", "attention", "--layer_weighted", "true",
+        "--encoder", whisper_path, "--pooling", "attention", "--layer_mix", "weighted",
         "--protocol", "fixed", "--test_speakers", "emodb:03", "emodb:14", "--num_train_epochs", "15",
         "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"])
     assert result["folds"][0]["ua"] > 0.6, result["folds"][0]  # chance is 0.25

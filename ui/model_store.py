@@ -226,7 +226,10 @@ def describe(info: CheckpointInfo) -> str:
         backbone_text = f"cnn1d (1-D CNN on the waveform, preset `{config.get('cnn_preset', '?')}`)"
     else:
         encoder = Path(str(config.get("encoder_name") or "?")).name
-        layers = "weighted sum of all layers" if config.get("layer_weighted") else "last layer"
+        from config import read_layer_mix
+        from models import LAYER_MIXES
+
+        layers = LAYER_MIXES[read_layer_mix(config)].text
         backbone_text = f"{backbone} (encoder `{encoder}`, {config.get('encoder_mode', '?')}, {layers})"
     corpora = metrics.get("corpora") or []
     sizes = f" ({metrics['n_utterances']} clips, {metrics.get('n_speakers', '?')} speakers)" if "n_utterances" in metrics else ""
