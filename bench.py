@@ -577,12 +577,13 @@ def reproduce_section(runs: list[dict]) -> list[str]:
              "python bench_speed.py                # speed and scale only (uses checkpoints/)",
              "python bench.py --report_only        # rewrite this document from runs/bench",
              "```", "",
-             "Cost on this 2-core machine, estimated from the training throughput measured below while other jobs "
-             "ran (2026-11-21): about 2.5 h for the five frozen-Whisper heads together (plus a few minutes of encoder "
-             "outputs unless already cached), 1.5 h for `cnn1d_light`, 6 h for `whisper_ft_top2`, 8 h for "
-             "`cnn1d_deep`, minutes for the baselines: roughly 18 hours at most (early stopping shortens the last "
-             "three). Systems run cheapest first, so an "
-             "interrupted run has the most complete rows; the *Time per cell* table below gives the real figures.", ""]
+             "Cost on this 2-core machine when nothing else runs (2026-11-21): 2.5 to 9 minutes per frozen-Whisper "
+             "cell once the encoder outputs are cached (filling the cache for all of ../shared: about 0.06 s per "
+             "clip, a few minutes), 14 minutes for `cnn1d_light` on EmoDB LOSO, seconds for the baselines once their "
+             "features are cached. Not measured, estimated: about 2 hours for `whisper_ft_top2` over the four "
+             "protocols (from the fine-tuning throughput below, 9 samples/s) and about 3 hours for `cnn1d_deep`. "
+             "Systems run cheapest first, so an interrupted run has the most complete rows; the *Time per cell* "
+             "table below gives the real figures.", ""]
     if runs:
         lines += ["Runs that produced the results below (newest last):", "", "| started | finished | commit | command |",
                   "|---|---|---|---|"]
@@ -722,7 +723,7 @@ def aims_section(cells, results: Path) -> list[str]:
             cores = speed["machine"]["usable_cores"]
             floor = (f" It used {default['single_cpu']:.4f} CPU seconds per audio second, so even with all {cores} "
                      f"cores to itself and perfect parallelism its RTF would be about {default['single_cpu'] / cores:.4f} "
-                     "at best (CPU time measured on a busy machine)." if default.get("single_cpu") is not None else "")
+                     "at best." if default.get("single_cpu") is not None else "")
             short.append((what, f"{default['single']:.4f} per clip, of which {100 * default['decode_share']:.0f} % "
                                 "is decoding and resampling; the rest is the Whisper-base encoder (20.6 M parameters) "
                                 f"on the clip's own length and the head (see *Speed and scale*).{floor} {CAUSES['rtf']}"))
