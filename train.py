@@ -69,6 +69,10 @@ class ModelArguments:
         "help": "Pretrained encoder: hub id (e.g. facebook/wav2vec2-base) or local folder. Ignored by cnn1d."})
     encoder_mode: str = field(default="frozen", metadata={"help": "frozen | finetune | freeze_feature_encoder."})
     trainable_layers: int = field(default=0, metadata={"help": "With finetune: train only the top N encoder layers (0 = all)."})
+    encoder_learning_rate: float | None = field(default=None, metadata={
+        "help": "With finetune: learning rate of the encoder's weights, while the new head (layer mix, projector, "
+                "pooling, classifier) keeps --learning_rate. Default: --learning_rate for both. A head that starts "
+                "from random weights needs a larger rate than pretrained layers, e.g. 1e-3 and 5e-5."})
     pooling: str = field(default="attention", metadata={"help": f"One of {sorted(models.POOLINGS)}."})
     layer_mix: str = field(default="last", metadata={
         "help": f"How the head reads the encoder's layers: one of {sorted(models.LAYER_MIXES)}. last: the top layer; "
@@ -139,6 +143,18 @@ def build_model(margs: ModelArguments, labels: list[str], encoder: tuple[dict, d
     return model, extractor
 
 
+def optimizer_for(model, margs: ModelArguments, targs: TrainingArguments):
+    """Return AdamW with the encoder at --encoder_learning_rate and the rest at --learning_rate, or None (the Trainer's own)."""
+    if margs.encoder_learning_rate is None:
+        return None
+    encoder = {id(p) for p in model.backbone.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) in encoder], "lr": margs.encoder_learning_rate},
+              {"params": [p for p in trainable if id(p) not in encoder], "lr": targs.learning_rate}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=targs.weight_decay,
+                             betas=(targs.adam_beta1, targs.adam_beta2), eps=targs.adam_epsilon)
+
+
 def class_weighted_loss(weights: torch.Tensor):
     """Return a Trainer `compute_loss_func` with inverse-frequency class weights."""
     def loss(outputs, labels, num_items_in_batch=None):
@@ -196,7 +212,8 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         eval_dataset=make(fold["val"]) if has_val else None, processing_class=extractor,
         compute_metrics=partial(compute_metrics, labels=labels),
         compute_loss_func=class_weighted_loss(weights) if margs.class_weighted else None,
-        callbacks=[EarlyStoppingCallback(margs.patience)] if has_val else [])
+        callbacks=[EarlyStoppingCallback(margs.patience)] if has_val else [],
+        optimizers=(optimizer_for(model, margs, args), None))
     start = time.time()
     trainer.train(resume_from_checkpoint=get_last_checkpoint(str(fold_dir)) if fold_dir.exists() else None)
     seconds = time.time() - start

@@ -94,3 +94,17 @@ def test_torchrun_trains_with_two_processes(tmp_path, emodb_rows):
     assert done.returncode == 0, log[-3000:]
     assert "Total train batch size (w. parallel, distributed & accumulation) = 16" in log  # 8 per process x 2
     assert (out / "metrics.json").exists() and (out / "model.safetensors").exists()
+
+
+def test_encoder_learning_rate_applies_to_the_trainable_encoder_layers_only(whisper_path):
+    _, margs, targs = train.parse_args(["--encoder", whisper_path, "--encoder_mode", "finetune", "--trainable_layers", "2",
+                                        "--encoder_learning_rate", "5e-5", "--learning_rate", "1e-3"])
+    encoder = models.BACKBONES["whisper"].load_encoder(whisper_path)
+    model, _ = train.build_model(margs, ["angry", "sad"], encoder)
+    encoder_group, head_group = train.optimizer_for(model, margs, targs).param_groups
+    top2 = {id(p) for layer in model.backbone.encoder.layers[-2:] for p in layer.parameters()}
+    assert {id(p) for p in encoder_group["params"]} == top2 and encoder_group["lr"] == 5e-5
+    head = {id(p) for name, p in model.named_parameters() if not name.startswith("backbone.")}
+    assert {id(p) for p in head_group["params"]} == head and head_group["lr"] == 1e-3
+    margs.encoder_learning_rate = None
+    assert train.optimizer_for(model, margs, targs) is None  # the Trainer's own optimizer, one rate
