@@ -468,8 +468,9 @@ def fmt_cell(state: dict, key: str) -> str:
     if not reports:
         return "not run" + (f": {cell_reason(state)}" if cell_reason(state) else " yet")
     values = np.array([r[key] for r in reports])
-    text = f"{values.mean():.3f}" + (f" ± {values.std():.3f}" if len(values) > 1 else " (1 fold)")
-    if len(reports) < state["n_expected"]:
+    partial = len(reports) < state["n_expected"]
+    text = f"{values.mean():.3f}" + (f" ± {values.std():.3f}" if len(values) > 1 else "" if partial else " (1 fold)")
+    if partial:
         why = {"failed": "failed", "running": "running or killed"}.get(state["status"], "interrupted")
         text += f" ({len(reports)}/{state['n_expected']} folds, {why})"
     return text
