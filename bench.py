@@ -452,6 +452,7 @@ def read_cell(cell: Path) -> dict:
             reports = [metrics["test"]]
     seconds = record.get("seconds") or metrics.get("wall_seconds")  # the whole cell, encoder cache included
     return {"record": record, "reports": reports, "n_expected": record.get("n_folds", len(reports)),
+            "ua": float(np.mean([r["ua"] for r in reports])) if reports else None,  # mean over folds
             "cpu_seconds": record.get("cpu_seconds"),
             "status": record.get("status", "done" if reports else "missing"), "seconds": seconds,
             "quick": record.get("quick", False)}
@@ -508,8 +509,7 @@ def chart(cells: dict, systems: list[str], protocols: list[str], path: Path) -> 
     fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(protocols) * (1 + len(shown) / 4)), 4.2))
     colours = plt.get_cmap("tab20")
     for j, system in enumerate(shown):
-        means = [np.mean([r["ua"] for r in cells[system, p]["reports"]]) if cells[system, p]["reports"] else 0
-                 for p in protocols]
+        means = [cells[system, p]["ua"] or 0 for p in protocols]
         stds = [np.std([r["ua"] for r in cells[system, p]["reports"]]) if cells[system, p]["reports"] else 0
                 for p in protocols]
         baseline = SYSTEMS.get(system) is not None and SYSTEMS[system].family == "baseline"
@@ -644,9 +644,8 @@ def accuracy_section(cells, shown, protocols, png, doc) -> list[str]:
     for s in ran:
         row = []
         for p in protocols:
-            ours, base = cells[s, p]["reports"], cells["egemaps_svm", p]["reports"] if ("egemaps_svm", p) in cells else []
-            row.append(f"{100 * (np.mean([r['ua'] for r in ours]) - np.mean([r['ua'] for r in base])):+.1f}"
-                       if ours and base else "–")
+            ours, base = cells[s, p]["ua"], cells.get(("egemaps_svm", p), {}).get("ua")
+            row.append(f"{100 * (ours - base):+.1f}" if ours is not None and base is not None else "–")
         lines.append(f"| `{s}` | " + " | ".join(row) + " |")
     lines += scratch_lines(cells, ran, protocols)
     lines += ["", "### Pooled UA (all folds' predictions in one confusion matrix)", "", header, rule]
@@ -681,13 +680,9 @@ def accuracy_section(cells, shown, protocols, png, doc) -> list[str]:
 
 def scratch_lines(cells, ran, protocols) -> list[str]:
     """Return a paragraph on the systems without pretrained weights that stay below eGeMAPS + SVM wherever they ran."""
-    def mean_ua(s, p):
-        reports = cells.get((s, p), {}).get("reports")
-        return float(np.mean([r["ua"] for r in reports])) if reports else None
-
+    base = {p: cells.get(("egemaps_svm", p), {}).get("ua") for p in protocols}
     below = [s for s in ran if s in SYSTEMS and SYSTEMS[s].from_scratch and all(
-        mean_ua(s, p) < mean_ua("egemaps_svm", p) for p in protocols
-        if mean_ua(s, p) is not None and mean_ua("egemaps_svm", p) is not None)]
+        cells[s, p]["ua"] < base[p] for p in protocols if cells[s, p]["ua"] is not None and base[p] is not None)]
     if not below:
         return []
     return ["", f"Without pretrained weights, {', '.join(f'`{s}`' for s in below)} stay below eGeMAPS + SVM on every "
@@ -701,7 +696,7 @@ def scratch_lines(cells, ran, protocols) -> list[str]:
 
 def best_of_ours(cells, p: str) -> tuple[float, str] | None:
     """Return (UA mean, system) of our best complete cell on protocol `p`, or None."""
-    scored = [(float(np.mean([r["ua"] for r in c["reports"]])), s) for (s, q), c in cells.items()
+    scored = [(c["ua"], s) for (s, q), c in cells.items()
               if q == p and all_systems()[s].family == "ours" and c["reports"] and len(c["reports"]) == c["n_expected"]]
     return max(scored) if scored else None
 
@@ -737,12 +732,11 @@ def aims_section(cells, results: Path) -> list[str]:
                                 f"at UA {worst['ua']:.3f}. {CAUSES[p]}"))
     for p in PROTOCOLS:
         b = best_of_ours(cells, p)
-        base = cells.get(("egemaps_svm", p), {}).get("reports")
+        base_ua = cells.get(("egemaps_svm", p), {}).get("ua")
         what = f"{PROTOCOLS[p].title}: ≥ 15 UA points above eGeMAPS + SVM"
-        if not (b and base):
+        if not b or base_ua is None:
             lines.append(f"| {what} | not run | – |")
             continue
-        base_ua = float(np.mean([r["ua"] for r in base]))
         gap = 100 * (b[0] - base_ua)
         lines.append(f"| {what} | {gap:+.1f} points (`{b[1]}` {b[0]:.3f} vs {base_ua:.3f}) | "
                      f"{'met' if gap >= 15 else '**not met**'} |")
