@@ -93,15 +93,27 @@ def test_folds_match_train_py(corpora):
     assert [len(s) for s in bench.fold_speakers(rows, folds)] == [4, 4, 4, 4, 4]
 
 
-def test_peak_memory_sees_numpy_and_torch_allocations():
-    import torch
+PEAK_PROBE = """
+import json, numpy as np, torch, bench_speed
+runs = [bench_speed.peak_memory(lambda: np.ones(50_000_000, dtype=np.float32).sum()),  # 200 MB
+        bench_speed.peak_memory(lambda: torch.ones(50_000_000).sum())]
+print(json.dumps([[seconds, peak] for _, seconds, peak in runs]))
+"""
 
-    _, seconds, peak = bench_speed.peak_memory(lambda: np.ones(50_000_000, dtype=np.float32).sum())  # 200 MB
-    if peak is None:
+
+def test_peak_memory_sees_numpy_and_torch_allocations():
+    # In a fresh process, as bench_speed measures: inside this suite, memory freed by earlier tests can stay with the
+    # allocator and take the 200 MB without raising the resident set (one CI run read 0.0 MiB that way).
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", PEAK_PROBE], cwd=bench_speed.ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (seconds, numpy_peak), (_, torch_peak) = json.loads(done.stdout.splitlines()[-1])
+    if numpy_peak is None:
         pytest.skip("no /proc/self/clear_refs: peak memory is not measured on this system")
-    assert peak > 150 and seconds > 0
-    _, _, peak = bench_speed.peak_memory(lambda: torch.ones(50_000_000).sum())
-    assert peak > 150
+    assert numpy_peak > 150 and seconds > 0
+    assert torch_peak > 150
 
 
 def test_window_count_matches_the_recognizer():
