@@ -94,12 +94,13 @@ LAYER_MIXES = {"cat": ("concat", "all layers side by side"), "lw": ("weighted", 
                "": ("last", "last layer only")}
 CNN = ("--backbone", "cnn1d", "--cnn_first_stride", "4", "--pooling", "max", "--crop_seconds", "1.5",
        "--num_train_epochs", "6", "--patience", "3")  # as checkpoints/cnn1d-light
-# Fine-tuning: the new head at 1e-3 and the encoder at 5e-5, 6 epochs, no validation speaker. One rate of 1e-4 for
-# both left the head untrained (URDU fold 0: training loss stayed at chance, UA 0.286; with two rates 0.629), and
-# early stopping on one URDU validation speaker (12 clips) kept the first epoch.
-FINETUNE = ("--encoder_mode", "finetune", "--pooling", "attention", "--layer_mix", "weighted", "--learning_rate", "1e-3",
-            "--encoder_learning_rate", "5e-5", "--per_device_train_batch_size", "16", "--crop_seconds", "4",
-            "--num_train_epochs", "6", "--val_speakers", "0")
+# Fine-tuning: the best frozen head (all layers side by side, mean pooling, linear) is first fit alone on the cached
+# frozen layers (40 epochs, about 2 minutes), then the encoder's top layers at 5e-5 and the head at 1e-3 train together
+# for 4 epochs, no validation speaker. A head starting from random weights with the encoder (attention pooling,
+# weighted layers, 6 epochs) gave EmoDB LOSO folds 0 and 1 UA 0.550 and 0.594; fit first, fold 0 gave 0.944.
+FINETUNE = ("--encoder_mode", "finetune", "--pooling", "mean", "--layer_mix", "concat", "--classifier_hidden", "0",
+            "--head_epochs", "40", "--learning_rate", "1e-3", "--encoder_learning_rate", "5e-5",
+            "--per_device_train_batch_size", "16", "--crop_seconds", "4", "--num_train_epochs", "4", "--val_speakers", "0")
 
 SYSTEMS = {s.name: s for s in [  # in run order: cheap first, so an interrupted benchmark has the most cells
     System("egemaps_svm", "eGeMAPSv02 + SVM", "baseline"),
@@ -107,6 +108,10 @@ SYSTEMS = {s.name: s for s in [  # in run order: cheap first, so an interrupted 
     *[System(f"whisper_{key}_{p}".replace("__", "_"), f"Whisper-base frozen, {text}, {p} pooling", "ours",
              WHISPER + ("--pooling", p, "--layer_mix", mix) + HEAD, default=key == "cat" or p == "mean")
       for key, (mix, text) in LAYER_MIXES.items() for p in POOLINGS],
+    # The heads above end in a 256-unit ReLU layer; a linear classifier on the same frozen features fits ~430 EmoDB
+    # clips per fold better (closer to the issue's logistic-regression reference).
+    System("whisper_cat_mean_linear", "Whisper-base frozen, all layers side by side, mean pooling, linear classifier",
+           "ours", WHISPER + ("--pooling", "mean", "--layer_mix", "concat", "--classifier_hidden", "0") + HEAD),
     System("cnn1d_light", "1-D CNN light, from scratch", "ours", CNN + ("--cnn_preset", "light"), from_scratch=True),
     # The four other systems of the original design notes, with the recipes their issue measured.
     System("logmel_cnn", "log-mel 2-D CNN, from scratch", "ours", ("--backbone", "logmel_cnn", "--num_train_epochs", "30"),
@@ -118,7 +123,7 @@ SYSTEMS = {s.name: s for s in [  # in run order: cheap first, so an interrupted 
     System("mel_efficientnet", "EfficientNet-B0 on mel spectrograms (random init), augmented", "ours",
            ("--backbone", "mel_efficientnet", "--crop_seconds", "2", "--augment", "true", "--num_train_epochs", "20"),
            from_scratch=True),
-    System("whisper_ft_top2", "Whisper-base, top 2 layers fine-tuned (CPU)", "ours",
+    System("whisper_ft_top2", "Whisper-base, top 2 layers fine-tuned after fitting the head (CPU)", "ours",
            WHISPER + FINETUNE + ("--trainable_layers", "2")),
     System("cnn1d_deep", "1-D CNN deep, from scratch", "ours", CNN + ("--cnn_preset", "deep"), from_scratch=True),
     System("whisper_ft_full", "Whisper-base, fully fine-tuned (GPU, bf16)", "ours",

@@ -73,6 +73,10 @@ class ModelArguments:
         "help": "With finetune: learning rate of the encoder's weights, while the new head (layer mix, projector, "
                 "pooling, classifier) keeps --learning_rate. Default: --learning_rate for both. A head that starts "
                 "from random weights needs a larger rate than pretrained layers, e.g. 1e-3 and 5e-5."})
+    head_epochs: int = field(default=0, metadata={
+        "help": "With finetune: first train the new head alone for this many epochs on the cached frozen-encoder "
+                "layers (seconds per epoch), then fine-tune the encoder with it (linear probing, then fine-tuning). "
+                "0 = the head starts from random weights together with the encoder."})
     pooling: str = field(default="attention", metadata={"help": f"One of {sorted(models.POOLINGS)}."})
     layer_mix: str = field(default="last", metadata={
         "help": f"How the head reads the encoder's layers: one of {sorted(models.LAYER_MIXES)}. last: the top layer; "
@@ -189,6 +193,8 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     set_seed(targs.seed)
     model, extractor = build_model(margs, labels, encoder)
     label_ids = np.array([labels.index(r.label) for r in data])
+    head_cache = cached if margs.encoder_mode != "frozen" else None  # --head_epochs: the head first, on the cache
+    cached = None if head_cache is not None else cached
     has_val = len(fold["val"]) > 0
     args = dataclasses.replace(
         targs, output_dir=str(fold_dir), eval_strategy="epoch" if has_val else "no",
@@ -207,11 +213,14 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         train_ds = training_dataset(train_ds, dargs.augment, getattr(model.backbone, "trim_db", None))
     counts = np.bincount(label_ids[fold["train"]], minlength=len(labels))
     weights = torch.tensor(len(fold["train"]) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32)
+    loss = class_weighted_loss(weights) if margs.class_weighted else None
+    if head_cache is not None:
+        fit_head(model, LayersDataset([head_cache[i] for i in fold["train"]], label_ids[fold["train"]]), margs, targs,
+                 fold_dir, loss)
     trainer = Trainer(
         model=model, args=args, data_collator=collator, train_dataset=train_ds,
         eval_dataset=make(fold["val"]) if has_val else None, processing_class=extractor,
-        compute_metrics=partial(compute_metrics, labels=labels),
-        compute_loss_func=class_weighted_loss(weights) if margs.class_weighted else None,
+        compute_metrics=partial(compute_metrics, labels=labels), compute_loss_func=loss,
         callbacks=[EarlyStoppingCallback(margs.patience)] if has_val else [],
         optimizers=(optimizer_for(model, margs, args), None))
     start = time.time()
@@ -239,6 +248,17 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     for stale in fold_dir.glob("checkpoint-*"):  # the best weights are saved above; resume state is no longer needed
         shutil.rmtree(stale, ignore_errors=True)
     return report
+
+
+def fit_head(model, train_ds, margs, targs, fold_dir: Path, loss=None) -> None:
+    """Train only the head for --head_epochs on cached frozen-encoder layers, then make the encoder trainable again."""
+    for param in model.backbone.parameters():
+        param.requires_grad_(False)
+    args = dataclasses.replace(targs, output_dir=str(fold_dir), num_train_epochs=margs.head_epochs,
+                               eval_strategy="no", save_strategy="no", remove_unused_columns=False)
+    Trainer(model=model, args=args, data_collator=collate_layers, train_dataset=train_ds, compute_loss_func=loss,
+            optimizers=(optimizer_for(model, margs, args), None)).train()
+    model.backbone.set_trainable(margs.encoder_mode, margs.trainable_layers)
 
 
 def write_predictions(path: Path, rows, logits: np.ndarray, labels: list[str]) -> None:
@@ -287,11 +307,14 @@ def main(argv: list[str] | None = None) -> dict:
         rows = subsample(rows, dargs.max_files, targs.seed)
     labels = sorted({r.label for r in rows})
     is_encoder = hasattr(models.BACKBONES[margs.backbone], "load_encoder")  # a pretrained encoder, not from scratch
+    if margs.head_epochs and (not is_encoder or margs.encoder_mode == "frozen"):
+        raise ValueError("--head_epochs fits the head before fine-tuning a pretrained encoder: it needs --encoder_mode "
+                         f"finetune or freeze_feature_encoder, not {margs.encoder_mode!r} with backbone {margs.backbone!r}")
     encoder = models.BACKBONES[margs.backbone].load_encoder(margs.encoder) if is_encoder else None
     print(f"{len(rows)} utterances, {len({r.speaker for r in rows})} speakers, labels {labels}")
 
     cached, skipped = None, []
-    if is_encoder and margs.encoder_mode == "frozen":
+    if is_encoder and (margs.encoder_mode == "frozen" or margs.head_epochs):
         model, extractor = build_model(margs, labels, encoder)
         with targs.main_process_first(desc="encoder cache"):
             layers, skipped = cached_layers(model, extractor, [r.path for r in rows], dargs.cache_dir)

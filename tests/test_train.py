@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from transformers import pipeline
 
 import models  # noqa: F401
@@ -108,3 +109,37 @@ def test_encoder_learning_rate_applies_to_the_trainable_encoder_layers_only(whis
     assert {id(p) for p in head_group["params"]} == head and head_group["lr"] == 1e-3
     margs.encoder_learning_rate = None
     assert train.optimizer_for(model, margs, targs) is None  # the Trainer's own optimizer, one rate
+
+
+def test_head_epochs_train_the_head_alone_then_free_the_top_layers(tmp_path, whisper_path):
+    _, margs, targs = train.parse_args(["--encoder", whisper_path, "--encoder_mode", "finetune", "--trainable_layers", "2",
+                                        "--head_epochs", "3", "--layer_mix", "concat", "--pooling", "mean",
+                                        "--classifier_hidden", "0", "--per_device_train_batch_size", "4",
+                                        "--output_dir", str(tmp_path), "--disable_tqdm", "true"])
+    model, _ = train.build_model(margs, ["angry", "sad"], models.BACKBONES["whisper"].load_encoder(whisper_path))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    rng = np.random.default_rng(0)
+    layers = [rng.standard_normal((7, 20, 512)).astype(np.float16) for _ in range(8)]  # (L, T, D) as the cache keeps them
+    train.fit_head(model, train.LayersDataset(layers, np.array([0, 1] * 4)), margs, targs, tmp_path)
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
+    assert changed == {name for name in before if not name.startswith("backbone.")}  # the head learnt, the encoder did not
+    trainable = {id(p) for p in model.backbone.parameters() if p.requires_grad}
+    assert trainable == {id(p) for layer in model.backbone.encoder.layers[-2:] for p in layer.parameters()}
+
+
+def test_fine_tuning_after_a_cached_head_on_real_speech(tmp_path, whisper_path, emodb_rows):
+    cache = tmp_path / "cache"
+    result = train.main(["--corpus", "emodb", "--labels", "angry", "sad", "--backbone", "whisper", "--encoder", whisper_path,
+                         "--encoder_mode", "finetune", "--trainable_layers", "1", "--head_epochs", "15",
+                         "--layer_mix", "concat", "--pooling", "mean", "--classifier_hidden", "0",
+                         "--encoder_learning_rate", "1e-5", "--num_train_epochs", "1", "--crop_seconds", "2",
+                         "--protocol", "fixed", "--test_speakers", "emodb:03", "--max_files", "60",
+                         "--output_dir", str(tmp_path / "run"), "--cache_dir", str(cache), "--disable_tqdm", "true"])
+    assert len(list(cache.rglob("*.npy"))) == 60  # the head was fit on cached frozen layers
+    assert result["folds"][0]["ua"] > 0.75, result["folds"][0]  # angry against sad, after one fine-tuning epoch
+
+
+@pytest.mark.parametrize("flags", [["--backbone", "cnn1d"], ["--backbone", "whisper", "--encoder_mode", "frozen"]])
+def test_head_epochs_without_an_encoder_to_fine_tune_is_refused(tmp_path, emodb_rows, flags):
+    with pytest.raises(ValueError, match="--head_epochs fits the head before fine-tuning"):
+        train.main(["--corpus", "emodb", "--head_epochs", "5", "--output_dir", str(tmp_path), *flags])
