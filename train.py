@@ -214,7 +214,8 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     counts = np.bincount(label_ids[fold["train"]], minlength=len(labels))
     weights = torch.tensor(len(fold["train"]) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32)
     loss = class_weighted_loss(weights) if margs.class_weighted else None
-    if head_cache is not None:
+    resume = get_last_checkpoint(str(fold_dir)) if fold_dir.exists() else None
+    if head_cache is not None and resume is None:  # a resumed run's checkpoint already holds the fitted head
         fit_head(model, LayersDataset([head_cache[i] for i in fold["train"]], label_ids[fold["train"]]), margs, targs,
                  fold_dir, loss)
     trainer = Trainer(
@@ -224,7 +225,7 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         callbacks=[EarlyStoppingCallback(margs.patience)] if has_val else [],
         optimizers=(optimizer_for(model, margs, args), None))
     start = time.time()
-    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(fold_dir)) if fold_dir.exists() else None)
+    trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - start
     # predict is collective under DDP: every process takes part, only the first writes
     logits = trainer.predict(make(fold["test"])).predictions if len(fold["test"]) else None
