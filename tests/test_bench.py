@@ -32,7 +32,7 @@ def quick(tmp_path_factory, corpora, whisper_path):
 
 def table(text: str, title: str) -> dict[str, list[str]]:
     """Return {system: cells} of the Markdown table under the heading `title`."""
-    part = text.split(f"### {title}", 1)[1].split("\n\n")[1]
+    part = next(p for p in text.split(f"### {title}", 1)[1].split("\n\n") if p.startswith("|"))  # after any caption
     return {row.split("|")[1].strip(" `"): [c.strip() for c in row.split("|")[2:-1]] for row in part.splitlines()[2:]}
 
 
@@ -58,6 +58,10 @@ def test_quick_bench_writes_the_document(quick):
             __import__("torch").cuda.is_available()
         assert rows["egemaps_svm"][list(bench.PROTOCOLS).index("urdu_5fold")] == "not run yet"
     assert text.count("identical test speakers and test-set sizes in all 4 systems") == len(PROTOCOLS)
+    times = table(text, "Time per cell")  # wall / CPU, and the training summed over folds for what train.py ran
+    for i in run:
+        assert re.fullmatch(r"\d+ / \d+", times["egemaps_svm"][i]), times["egemaps_svm"]
+        assert re.fullmatch(r"\d+ / \d+ / \d+", times["whisper_cat_mean"][i]), times["whisper_cat_mean"]
 
 
 def test_every_cell_is_a_resumable_run_folder(quick):
