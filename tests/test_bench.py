@@ -78,8 +78,11 @@ def test_every_cell_is_a_resumable_run_folder(quick):
     assert [f["n"] for f in baseline["folds"]] == [f["n"] for f in ours["folds"]]
 
     stamps = {p: p.stat().st_mtime for p in results.glob("*/*/metrics.json")}
+    (cell / "bench.json").unlink()  # as if the cell's train.py command had been run by hand
     bench.main(argv)  # the same command again: every cell is complete, nothing is trained again
     assert stamps == {p: p.stat().st_mtime for p in results.glob("*/*/metrics.json")}
+    again = json.loads((cell / "bench.json").read_text())  # the hand-run cell is registered with its command
+    assert again["status"] == "done" and again["trained_outside_bench"] and again["command"] == record["command"]
     doc.unlink()
     bench.main([*argv, "--report_only"])
     assert "| `cnn1d_light` |" in doc.read_text()
