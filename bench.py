@@ -701,13 +701,20 @@ def scratch_lines(cells, ran, protocols) -> list[str]:
         cells[s, p]["ua"] < base[p] for p in protocols if cells[s, p]["ua"] is not None and base[p] is not None)]
     if not below:
         return []
+    urdu_reports = {s: r for s in below if (r := cells.get((s, "urdu_5fold"), {}).get("reports"))}
+    n = len(next(iter(urdu_reports.values()))[0]["labels"]) if urdu_reports else 0
+    chance = [s for s, r in urdu_reports.items() if np.mean([f["wa"] for f in r]) < 1 / n]
+    urdu = (f" On URDU, {', '.join(f'`{s}`' for s in chance)} score a WA below chance ({1 / n:.2f}, {n} classes): "
+            "URDU holds 100 clips of each class, so the classes a fold's test speakers hold most are the ones its "
+            "training speakers hold least, and a model that learns little beyond its training set's class shares "
+            "is pushed away from them." if chance else "")
     return ["", f"Without pretrained weights, {', '.join(f'`{s}`' for s in below)} stay below eGeMAPS + SVM on every "
             "protocol where both ran. Likely: each fold leaves them a few hundred to about a thousand clips to learn "
             "features from, where the baseline's functionals were designed by hand and the "
             "Whisper encoder learnt from 680,000 hours of speech. The image models (the key-segment model's ResNet-18 "
             "and EfficientNet-B0, 11 M and 4 M parameters) are meant to start from ImageNet weights, which are not "
             "on this machine: here they start from random weights (`--image_weights` loads them where a user has "
-            "them)."]
+            f"them).{urdu}"]
 
 
 def time_cell(state: dict) -> str:
