@@ -292,7 +292,7 @@ def run_cell(system: System, protocol: Protocol, prepared, args: BenchArguments,
         if not (cell / "bench.json").exists():  # trained by the cell's own train.py command, outside bench.py
             write_json(cell / "bench.json", {**record, "status": "done", "trained_outside_bench": True,
                                               "seconds": read_json(cell / "metrics.json").get("wall_seconds"),
-                                              "finished": now()})
+                                              "registered": now()})
         return "kept"
     cell.mkdir(parents=True, exist_ok=True)
     write_json(cell / "bench.json", {**record, "status": "running", "started": now()})
