@@ -543,7 +543,7 @@ def chart(cells: dict, systems: list[str], protocols: list[str], path: Path) -> 
 def write_report(results: Path, doc: Path) -> Path:
     """Write the Markdown document (and its bar chart) from whatever results exist under `results`."""
     systems = all_systems()
-    present = {p.parent.name for p in results.glob("*/*/bench.json")} | {p.parent.name for p in results.glob("*/*/metrics.json")}
+    present = {p.parent.parent.name for pattern in ("*/*/bench.json", "*/*/metrics.json") for p in results.glob(pattern)}
     shown = [s for s in systems if systems[s].default or s in present]
     protocols = list(PROTOCOLS)
     cells = {(s, p): read_cell(results / s / p) for s in shown for p in protocols}
