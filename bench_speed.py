@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> dict:
                   "quick": args.quick})
     this_run = {"command": command, "parts": args.parts, "threads": torch.get_num_threads(),
                 "load_before": list(os.getloadavg())}
-    speed["commands"] = [c for c in speed.get("commands", []) if set(c["parts"]) - set(args.parts)] + [this_run]
+    kept = [{**c, "parts": [p for p in c["parts"] if p not in args.parts]} for c in speed.get("commands", [])]
+    speed["commands"] = [c for c in kept if c["parts"]] + [this_run]  # each part is credited to its latest command
 
     folders = find_checkpoints(args.checkpoints)
     missing = [] if args.checkpoints else [n for n in STAND_INS if n not in {f.name for f in folders}]
