@@ -456,14 +456,12 @@ def read_cell(cell: Path) -> dict:
     """Return a cell's state: status, reason, fold reports (finished folds, even of an interrupted run), seconds."""
     record = read_json(cell / "bench.json")
     metrics = read_json(cell / "metrics.json")
+    folds = [read_json(f) for f in sorted(cell.glob("fold_*/metrics.json"))] or [metrics]  # single fold: the cell
     reports = metrics.get("folds") if metrics.get("summary") else None
     if reports is None:  # interrupted or running: the folds that finished
-        reports = [m["test"] for f in sorted(cell.glob("fold_*/metrics.json")) if (m := read_json(f)).get("test")]
-        if not reports and metrics.get("test"):  # a single-fold run folder
-            reports = [metrics["test"]]
+        reports = [m["test"] for m in folds if m.get("test")]
     seconds = record.get("seconds") or metrics.get("wall_seconds")  # the whole cell, encoder cache included
-    fold_seconds = sum(read_json(f).get("train_seconds") or 0 for f in cell.glob("fold_*/metrics.json")) \
-        or metrics.get("train_seconds")  # a single-fold run trains in the cell's own folder
+    fold_seconds = sum(m.get("train_seconds") or 0 for m in folds)
     return {"record": record, "reports": reports, "n_expected": record.get("n_folds", len(reports)),
             "ua": float(np.mean([r["ua"] for r in reports])) if reports else None,  # mean over folds
             "cpu_seconds": record.get("cpu_seconds"), "fold_seconds": fold_seconds,
@@ -701,10 +699,10 @@ def scratch_lines(cells, ran, protocols) -> list[str]:
         cells[s, p]["ua"] < base[p] for p in protocols if cells[s, p]["ua"] is not None and base[p] is not None)]
     if not below:
         return []
-    urdu_reports = {s: r for s in below if (r := cells.get((s, "urdu_5fold"), {}).get("reports"))}
-    n = len(next(iter(urdu_reports.values()))[0]["labels"]) if urdu_reports else 0
-    chance = [s for s, r in urdu_reports.items() if np.mean([f["wa"] for f in r]) < 1 / n]
-    urdu = (f" On URDU, {', '.join(f'`{s}`' for s in chance)} score a WA below chance ({1 / n:.2f}, {n} classes): "
+    urdu = {s: r for s in below if (r := cells.get((s, "urdu_5fold"), {}).get("reports"))}
+    chance = [s for s, r in urdu.items() if np.mean([f["wa"] for f in r]) < 1 / len(r[0]["labels"])]
+    n = len(urdu[chance[0]][0]["labels"]) if chance else 0
+    below_chance = (f" On URDU, {', '.join(f'`{s}`' for s in chance)} score a WA below chance ({1 / n:.2f}, {n} classes): "
             "URDU holds 100 clips of each class, so the classes a fold's test speakers hold most are the ones its "
             "training speakers hold least, and a model that learns little beyond its training set's class shares "
             "is pushed away from them." if chance else "")
@@ -714,7 +712,7 @@ def scratch_lines(cells, ran, protocols) -> list[str]:
             "Whisper encoder learnt from 680,000 hours of speech. The image models (the key-segment model's ResNet-18 "
             "and EfficientNet-B0, 11 M and 4 M parameters) are meant to start from ImageNet weights, which are not "
             "on this machine: here they start from random weights (`--image_weights` loads them where a user has "
-            f"them).{urdu}"]
+            f"them).{below_chance}"]
 
 
 def time_cell(state: dict) -> str:
