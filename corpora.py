@@ -1,8 +1,10 @@
 """Corpus readers: list the utterances of emotional-speech corpora as (path, label, speaker, corpus).
 
 Spec forms (read_corpus, read_corpora):
-  emodb | ravdess | urdu      a corpus folder under corpora_root() (env SER_CORPORA, else ../shared/corpora)
-  emodb=PATH ravdess=PATH urdu=PATH cremad=PATH tess=PATH casia=PATH iemocap=PATH
+  emodb | ravdess | urdu | ased | emotiontts_ko
+                              a corpus folder under corpora_root() (env SER_CORPORA, else ../shared/corpora)
+  ased[=PATH]:common_texts    ASED with only sentences 01-02 (spoken in every emotion)
+  emodb=PATH ravdess=PATH urdu=PATH ased=PATH emotiontts_ko=PATH cremad=PATH tess=PATH casia=PATH iemocap=PATH
                               a corpus in its original layout and file names
   iemocap=PATH:merge_excited  "exc" becomes happy (the 4-class setup also needs keep=neutral,happy,sad,angry)
   folder=PATH                 PATH/<emotion>/**/*.wav, emotion folder names like Anger, happy, fear
@@ -41,7 +43,8 @@ TASK_LABELS = {  # label sets of a CSV manifest (csv=PATH:task=NAME); emotion na
 }
 
 SPEC_FORMS = """valid corpus specs:
-  emodb | ravdess | urdu                       a corpus folder under corpora_root()
+  emodb | ravdess | urdu | ased | emotiontts_ko   a corpus folder under corpora_root()
+  ased:common_texts                            ASED sentences 01-02 only (every text in every emotion)
   emodb=PATH  ravdess=PATH  urdu=PATH  cremad=PATH  tess=PATH  casia=PATH  iemocap=PATH[:merge_excited]
   folder=PATH                                  PATH/<emotion>/**/*.wav
   csv=MANIFEST.csv[:task=spoof]                columns path,label[,speaker]; task: labels other than emotions
@@ -157,6 +160,39 @@ def read_urdu(root: str | Path) -> list[Utterance]:
     """Return URDU utterances: `SM1_F10_A010` = speaker SM1 (S + gender + number), file 10, emotion A."""
     return _by_name(root, "urdu", r"(?:.*/)?(S[MF]\d+)_F\d+_([AHNS])\d+",
                     lambda m: (URDU_LABELS[m[2]], m[1]))
+
+
+ASED_LABELS = dict(n="neutral", f="fearful", h="happy", s="sad", a="angry")
+ASED_COMMON_TEXTS = ("01", "02")  # spoken in all five emotions; sentences 03-07 are emotion-specific texts
+KO_LABELS = ("neutral", "happy", "sad", "angry")  # by hundreds of the sentence number (see read_emotiontts_ko)
+
+
+def read_ased(root: str | Path, common_texts: bool | str = False) -> list[Utterance]:
+    """Return ASED (Amharic) utterances: `a5-03-01-02-50` = emotion a(ngry)5, sentence 03, repetition 01,
+    gender 02, SPEAKER 50.
+
+    The speaker is the last field alone: five speaker numbers occur with both gender codes, and taking
+    the number alone keeps any voice from being on both sides of a split. `common_texts` keeps only
+    sentences 01-02, the texts spoken in every emotion (in 03-07 the text gives the emotion away).
+    """
+    keep = ASED_COMMON_TEXTS if _flag(common_texts) else None
+
+    def parse(m):
+        return (ASED_LABELS[m[1].lower()], m[3]) if keep is None or m[2] in keep else None
+    return _by_name(root, "ased", r"(?:.*/)?([nfhsaNFHSA])[1-5]-(\d\d)-\d\d-\d\d-(\d\d)", parse)
+
+
+def read_emotiontts_ko(root: str | Path) -> list[Utterance]:
+    """Return emotiontts_ko (Korean) utterances: `nea/nea00203` = speaker nea, sentence 203.
+
+    The sentence number gives the label: 1-100 neutral, 101-200 happy, 201-300 sad, 301-400 angry.
+    The corpus's own README lists 201-300 as angry and 301-400 as sad; the scripts ("it hurts" against
+    scolding) and the acoustics show those two are swapped there (../shared/README.md).
+    """
+    def parse(m):
+        number = int(m[2])
+        return (KO_LABELS[(number - 1) // 100], m[1]) if 1 <= number <= 400 else None
+    return _by_name(root, "emotiontts_ko", r"(?:.*/)?([a-z]{3})(\d{5})", parse)
 
 
 def read_cremad(root: str | Path) -> list[Utterance]:
@@ -341,11 +377,12 @@ def read_hf(root: str, audio: str = "audio", label: str = "label", split: str | 
 
 
 CORPORA: dict[str, Callable[..., list[Utterance]]] = {  # reader name -> reader(root, **options)
-    "emodb": read_emodb, "ravdess": read_ravdess, "urdu": read_urdu, "cremad": read_cremad, "tess": read_tess,
+    "emodb": read_emodb, "ravdess": read_ravdess, "urdu": read_urdu, "ased": read_ased,
+    "emotiontts_ko": read_emotiontts_ko, "cremad": read_cremad, "tess": read_tess,
     "casia": read_casia, "iemocap": read_iemocap, "folder": read_folder, "csv": read_csv, "hf": read_hf,
 }
 # names usable bare, as folders under corpora_root(): every reader of a corpus's own layout
-SHARED = ("emodb", "ravdess", "urdu", "cremad", "tess", "casia", "iemocap")
+SHARED = ("emodb", "ravdess", "urdu", "ased", "emotiontts_ko", "cremad", "tess", "casia", "iemocap")
 
 
 # --- Specs -----------------------------------------------------------------------------------

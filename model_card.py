@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config import read_layer_mix
+from models.configuration import read_layer_mix
 from models.classifier import LAYER_MIXES
 
 LICENCES = {

@@ -1,7 +1,7 @@
 """Emotion models; importing this package registers them with the `transformers` Auto classes."""
 from transformers import AutoConfig, AutoModelForAudioClassification
 
-from config import EmotionConfig
+from models.configuration import EmotionConfig
 from models.classifier import BACKBONES, LAYER_MIXES, EmotionClassifier
 from models.pooling import POOLINGS
 

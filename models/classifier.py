@@ -6,7 +6,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from config import EmotionConfig
+from models.configuration import EmotionConfig
 from models.cnn1d import CNN1DBackbone
 from models.encoders import HFEncoderBackbone, WhisperBackbone
 from models.key_segments import KeySegmentCNNBiLSTM

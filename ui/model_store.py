@@ -226,7 +226,7 @@ def describe(info: CheckpointInfo) -> str:
         backbone_text = f"cnn1d (1-D CNN on the waveform, preset `{config.get('cnn_preset', '?')}`)"
     else:
         encoder = Path(str(config.get("encoder_name") or "?")).name
-        from config import read_layer_mix
+        from models.configuration import read_layer_mix
         from models import LAYER_MIXES
 
         layers = LAYER_MIXES[read_layer_mix(config)].text
