@@ -41,6 +41,11 @@ class DataArguments:
                 "alone, with the training groups' average statistics, as the app scores one recording), speaker or "
                 "corpus (the statistics of each test speaker's / corpus's clips, as infer.py --normalize does). The "
                 "fold reports hold all three."})
+    augment_variants: int = field(default=0, metadata={
+        "help": "With a frozen encoder: also train on K augmented variants of every training clip that imitate real "
+                "microphones and rooms (babble or coloured noise at 5-20 dB SNR, a room, a telephone or laptop band, "
+                "an Opus/MP3 round trip, gain and clipping; microphones.py). Each variant's encoder output is cached "
+                "under its own key, so only the first run pays for it."})
     augment: bool = field(default=False, metadata={
         "help": "Augment training clips (audiomentations: Gaussian noise, gain, time shift; see augment.py)."})
 

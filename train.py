@@ -32,6 +32,7 @@ from data_process import (EmbeddingsDataset, LayersDataset, WaveCollator, WaveDa
                           load_audio, make_folds)
 from feature_cache import cached_layers
 from calibration import calibrate_folds, reliability_png
+from microphones import variant_maker
 from metrics import classification_report, compute_metrics, format_summary, summarize_folds
 from model_card import write_model_card
 from normalization import TRAIN_GROUPS, average_statistics, group_statistics
@@ -114,11 +115,13 @@ def pooled_embeddings(model, cached: list[np.ndarray], batch_size: int = 32) -> 
     return out
 
 
-def embedding_datasets(model, embedded: np.ndarray, data, label_ids, train_idx, norm: str):
-    """Return make(idx, mode) -> EmbeddingsDataset; with --embedding_norm, set the model's single-clip statistics.
+def embedding_datasets(model, embedded: np.ndarray, variants: list[np.ndarray], data, label_ids, train_idx, norm: str):
+    """Return make(idx, mode) -> EmbeddingsDataset and make_train(idx) (clean clips and their --augment_variants).
 
-    Training clips are standardised with their own group's statistics (corpus or speaker); evaluation clips with
-    those of their group in the evaluated set (mode corpus or speaker), or alone (mode none: the model's statistics).
+    With --embedding_norm, training clips are standardised with their own group's statistics (corpus or speaker;
+    each augmented variant set of a group is a group of its own, like another recording setup), and the model keeps
+    the clean training groups' average for a clip heard alone. Evaluation clips are standardised with the statistics
+    of their group in the evaluated set (mode corpus or speaker), or alone (mode none: the model's statistics).
     """
     if model.normalizes:
         groups = np.array([TRAIN_GROUPS[norm](r) for r in data])
@@ -126,15 +129,21 @@ def embedding_datasets(model, embedded: np.ndarray, data, label_ids, train_idx, 
         model.embedding_mean.copy_(torch.from_numpy(mean))
         model.embedding_std.copy_(torch.from_numpy(std))
 
-    def make(idx, mode: str = norm):
+    def make(idx, mode: str = norm, sets: tuple = (("", embedded),)):
+        vectors = np.concatenate([e[idx] for _, e in sets])
+        ids = np.tile(label_ids[idx], len(sets))
         if not model.normalizes or mode == "none":
-            return EmbeddingsDataset(embedded[idx], label_ids[idx])
-        groups = [TRAIN_GROUPS[mode](data[i]) for i in idx]
-        return EmbeddingsDataset(embedded[idx], label_ids[idx], *group_statistics(embedded[idx], groups))
-    return make
+            return EmbeddingsDataset(vectors, ids)
+        groups = [TRAIN_GROUPS[mode](data[i]) + tag for tag, _ in sets for i in idx]
+        return EmbeddingsDataset(vectors, ids, *group_statistics(vectors, groups))
+
+    def make_train(idx):
+        return make(idx, norm, (("", embedded), *((f"~{k}", v) for k, v in enumerate(variants))))
+    return make, make_train
 
 
-def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, encoder, cached, embedded=None) -> dict:
+def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, encoder, cached, embedded=None,
+             variants=()) -> dict:
     """Train one fold, save its best checkpoint and figures in `fold_dir`, and return its test report."""
     if (fold_dir / "metrics.json").exists():  # finished before an interruption
         print(f"{fold_dir}: already done, kept")
@@ -150,18 +159,21 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         save_strategy="epoch", load_best_model_at_end=has_val, metric_for_best_model="ua" if has_val else None,
         greater_is_better=True, remove_unused_columns=False)
     if embedded is not None:  # a parameter-free path to the pooled embedding: the head trains on embeddings
-        make = embedding_datasets(model, embedded, data, label_ids, fold["train"], margs.embedding_norm)
+        make, make_train = embedding_datasets(model, embedded, variants, data, label_ids, fold["train"],
+                                              margs.embedding_norm)
         collator = collate_embeddings
     elif cached is not None:
         keep = slice(None) if margs.layer_mix != "last" else slice(-1, None)  # only the layers the head reads
         make = lambda idx: LayersDataset([cached[i][keep] for i in idx], label_ids[idx])  # noqa: E731
+        make_train = lambda idx: LayersDataset([x[i][keep] for x in (cached, *variants) for i in idx],  # noqa: E731
+                                               np.tile(label_ids[idx], 1 + len(variants)))
         collator = collate_layers
     else:
         paths = np.array([r.path for r in data])
         make = lambda idx, crop=None: WaveDataset(paths[idx], label_ids[idx], crop, seed=targs.seed)  # noqa: E731
         collator = WaveCollator(extractor)
     from_audio = cached is None and embedded is None
-    train_ds = make(fold["train"], dargs.crop_seconds) if from_audio else make(fold["train"])
+    train_ds = make(fold["train"], dargs.crop_seconds) if from_audio else make_train(fold["train"])
     if from_audio:  # --augment, and silence trimming before the crop for backbones that trim
         train_ds = training_dataset(train_ds, dargs.augment, getattr(model.backbone, "trim_db", None))
     counts = np.bincount(label_ids[fold["train"]], minlength=len(labels))
@@ -298,15 +310,22 @@ def main(argv: list[str] | None = None) -> dict:
     encoder = models.BACKBONES[margs.backbone].load_encoder(margs.encoder) if is_encoder else None
     print(f"{len(rows)} utterances, {len({r.speaker for r in rows})} speakers, labels {labels}")
 
-    cached, embedded, skipped = None, None, []
+    cached, embedded, variants, skipped = None, None, [], []
+    if dargs.augment_variants and not (is_encoder and margs.encoder_mode == "frozen"):
+        raise ValueError("--augment_variants caches augmented encoder outputs: it needs a pretrained encoder with "
+                         "--encoder_mode frozen (from raw audio, use --augment)")
     if is_encoder and (margs.encoder_mode == "frozen" or margs.head_epochs):
         model, extractor = build_model(margs, labels, encoder)
         with targs.main_process_first(desc="encoder cache"):
             layers, skipped = cached_layers(model, extractor, [r.path for r in rows], dargs.cache_dir)
         rows, cached = [r for r, x in zip(rows, layers) if x is not None], [x for x in layers if x is not None]
+        with targs.main_process_first(desc="augmented variants"):  # each variant k of every clip, cached once
+            variants = [cached_layers(model, extractor, [r.path for r in rows], dargs.cache_dir,
+                                      variant=variant_maker(rows, k))[0] for k in range(dargs.augment_variants)]
         if margs.encoder_mode == "frozen" and not any(p.requires_grad for part in (model.layer_mix, model.projector, model.pool)
-                                                      for p in part.parameters()):
-            embedded, cached = pooled_embeddings(model, cached), None  # only the classifier learns: train it on embeddings
+                                                      for p in part.parameters()):  # only the classifier learns:
+            embedded, cached = pooled_embeddings(model, cached), None  # train it on pooled embeddings, computed once
+            variants = [pooled_embeddings(model, v) for v in variants]
     else:
         rows, skipped = decodable(rows)
     for message in skipped:
@@ -328,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
     start, reports = time.time(), []
     fold_dirs = [out if single else out / f"fold_{i:02d}" for i in chosen]
     for i, fold_dir in zip(chosen, fold_dirs):
-        report = run_fold(fold_dir, folds[i], rows, dargs, margs, targs, labels, encoder, cached, embedded)
+        report = run_fold(fold_dir, folds[i], rows, dargs, margs, targs, labels, encoder, cached, embedded, variants)
         if report:
             reports.append(report)
             print(f"fold {i} ({folds[i].get('name', 'all')[:60]}): UA {report['ua']:.3f} WA {report['wa']:.3f}")
