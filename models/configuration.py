@@ -72,3 +72,6 @@ class EmotionConfig(PretrainedConfig):
         self.image_model = image_model
         self.image_weights = image_weights
         super().__init__(**kwargs)
+
+
+EmotionConfig.register_for_auto_class()  # save_pretrained copies this file and names it in auto_map
