@@ -44,7 +44,7 @@ def cached_export(checkpoint: Path) -> Path:
 class OnnxRecognizer:
     """An exported classifier in onnxruntime that turns 16 kHz audio into emotion probabilities."""
 
-    def __init__(self, model: str | Path, threads: int | None = None):
+    def __init__(self, model: str | Path, batch_size: int = 8, threads: int | None = None):
         import onnxruntime
 
         path = Path(model)
@@ -64,12 +64,22 @@ class OnnxRecognizer:
         self.labels: list[str] = json.loads(meta["labels"])
         self.window_seconds = float(meta.get("max_seconds", 10.0))
         self.path = path
+        self.batch_size = batch_size
 
     def probabilities(self, clips: list[np.ndarray]) -> np.ndarray:
-        """Return probabilities (N, C) for N clips of 16 kHz audio; a clip longer than the window is windowed in the graph."""
+        """Return probabilities (N, C) for N clips of 16 kHz audio, clips of equal length batched together.
+
+        A clip longer than the window is windowed inside the graph (windows averaged).
+        """
         out = np.zeros((len(clips), len(self.labels)), dtype=np.float32)
+        by_length: dict[int, list[int]] = {}
         for i, clip in enumerate(clips):
-            out[i] = self.session.run([OUTPUT], {INPUT: np.asarray(clip, dtype=np.float32)[None]})[0][0]
+            by_length.setdefault(len(clip), []).append(i)
+        for group in by_length.values():
+            for start in range(0, len(group), self.batch_size):
+                chosen = group[start:start + self.batch_size]
+                batch = np.stack([np.asarray(clips[i], dtype=np.float32) for i in chosen])
+                out[chosen] = self.session.run([OUTPUT], {INPUT: batch})[0]
         return out
 
     def windows(self, audio: np.ndarray) -> list[Window]:
