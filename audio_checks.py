@@ -15,7 +15,7 @@ import numpy as np
 
 from data_process import AUDIO_EXTENSIONS, SAMPLE_RATE, AudioError, find_audio_files, load_audio, to_model_rate
 
-MIN_SECONDS = 1.0        # shorter audio is refused: the default model's accuracy collapses below it (docs/input_checks.md)
+MIN_SECONDS = 1.0        # shorter audio is refused: accuracy falls towards chance below it (docs/input_checks.md)
 PEAK_LIMIT = 2.0         # samples beyond +-2 (6 dB over full scale) mean a mis-scaled or corrupt file
 DC_LIMIT = 0.2           # a mean this far off zero is a fault (real corpus clips stay within 0.06)
 SILENCE_DBFS = -65.0     # loudest 30 ms frame below this: silent (the quietest corpus clip peaks near -55)
@@ -140,7 +140,8 @@ def check(audio: np.ndarray, allow_nonspeech: bool = False) -> None:
         refuse("out_of_range", peak=peak)
     seconds = len(audio) / SAMPLE_RATE
     if seconds < MIN_SCORABLE_SECONDS:
-        raise rejected("too_short", seconds=seconds, min_seconds=MIN_SECONDS if not allow_nonspeech else MIN_SCORABLE_SECONDS)
+        floor = MIN_SCORABLE_SECONDS if allow_nonspeech else MIN_SECONDS
+        raise rejected("too_short", seconds=seconds, min_seconds=floor)
     if seconds < MIN_SECONDS:
         refuse("too_short", seconds=seconds, min_seconds=MIN_SECONDS)
     dc = float(audio.mean())

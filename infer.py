@@ -127,7 +127,8 @@ class Scorer:
         # the last window ends with the audio, so no tail is scored on a sliver
         return [(s, s + size) for s in [*range(0, n_samples - size, hop), n_samples - size]]
 
-    def windows(self, audio: np.ndarray, window_seconds: float | None = None, hop_seconds: float | None = None) -> list[Window]:
+    def windows(self, audio: np.ndarray, window_seconds: float | None = None,
+                hop_seconds: float | None = None) -> list[Window]:
         """Return the probabilities of each half-overlapping window of `audio` (one window if it fits)."""
         return self.score([audio], window_seconds=window_seconds, hop_seconds=hop_seconds)[0].windows
 
@@ -205,7 +206,8 @@ class Recognizer(Scorer):
         self.folder = folder
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str | Path, device: str = "auto", batch_size: int = 8, **options) -> Recognizer:
+    def from_pretrained(cls, path_or_id: str | Path, device: str = "auto", batch_size: int = 8,
+                        **options) -> Recognizer:
         """Load a checkpoint folder or Hub id on `device` (auto: cuda, then mps, then cpu)."""
         return cls(path_or_id, batch_size=batch_size, device=device, **options)
 
@@ -288,7 +290,8 @@ class CsvOutput:
         self.labels, self.top_k, self.segments = labels, top_k, segments
         scores = ([f"{kind}_{i}" for i in range(1, top_k + 1) for kind in ("label", "prob")] if top_k
                   else list(labels))
-        self.columns = ["path", "label", *scores, "error", "reason"] + (["segment", "start_s", "end_s"] if segments else [])
+        self.columns = (["path", "label", *scores, "error", "reason"]
+                        + (["segment", "start_s", "end_s"] if segments else []))
 
     def header(self) -> str:
         return self._lines([self.columns])
@@ -609,7 +612,8 @@ SIGNALS = Signals()
 
 def main(argv: list[str] | None = None) -> None:
     summary, details = __doc__.split("\n\n", 1)
-    parser = argparse.ArgumentParser(description=summary, epilog=details, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=summary, epilog=details,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file or folder (searched recursively)")
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint folder written by train.py, or a Hugging Face Hub id (owner/name); "
@@ -650,7 +654,8 @@ def main(argv: list[str] | None = None) -> None:
             args.top_k, args.embeddings, args.max_seconds or None, args.allow_nonspeech, args.overwrite, args.runtime,
             scorer=scorer)
     except KeyboardInterrupt as err:
-        where = "" if args.output == "-" else f"; {args.output} holds every file finished so far: the same command resumes"
+        where = ("" if args.output == "-"
+                 else f"; {args.output} holds every file finished so far: the same command resumes")
         print(f"infer: interrupted{where}", file=sys.stderr)
         raise SystemExit(128 + (err.signum if isinstance(err, Interrupted) else signal.SIGINT)) from None
     finally:
