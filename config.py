@@ -93,6 +93,9 @@ class ModelArguments:
     class_weighted: bool = field(default=False, metadata={"help": "Weight the loss by inverse class frequency."})
     patience: int = field(default=8, metadata={"help": "Early stopping: epochs without a better validation UA."})
     save_fp16: bool = field(default=False, metadata={"help": "Store the final weights in float16 (half the size)."})
+    loco_metrics: str | None = field(default=None, metadata={
+        "help": "With --protocol all: metrics.json of the same recipe's leave-one-corpus-out run, quoted in the model "
+                "card; its calibration (temperature, unsure threshold) is stored in the checkpoint."})
     cv_metrics: str | None = field(default=None, metadata={
         "help": "With --protocol all: metrics.json of the same recipe's cross-validation, quoted in the model card."})
 

@@ -370,8 +370,11 @@ def main(argv: list[str] | None = None) -> dict:
         write_model_card(fold_dir, settings, {**result, "test": report, "summary": None, "protocol": dargs.protocol})
     if margs.cv_metrics:
         result["cross_validation"] = json.loads(Path(margs.cv_metrics).read_text())
-        if single and "calibration" in result["cross_validation"]:
-            apply_calibration(out, result["cross_validation"]["calibration"])
+    if margs.loco_metrics:
+        result["leave_one_corpus_out"] = json.loads(Path(margs.loco_metrics).read_text())
+    quoted = result.get("leave_one_corpus_out") or result.get("cross_validation") or {}
+    if single and "calibration" in quoted:  # the held-out temperature: unseen corpora's if given, else the CV's
+        apply_calibration(out, quoted["calibration"])
     if single:  # the run folder is the checkpoint: one metrics.json with the fold's details and the run's
         result = {**json.loads((out / "metrics.json").read_text()), **result}
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
