@@ -361,54 +361,63 @@ def _hf_audio_path(value, base: Path) -> str:
     raise ValueError(f"{path or '<no path>'}: the audio file is missing and the dataset holds no bytes")
 
 
-def read_hf(root: str, audio: str = "audio", label: str = "label", split: str | None = None,
-            speaker: str | None = None, config: str | None = None, canonical: bool | str = False,
-            merge_excited: bool | str = False) -> list[Utterance]:
-    """Return the utterances of a Hugging Face dataset; splits named session1..5 set the session.
+def read_hf_splits(root: str, splits: Sequence[str] | None = None, audio: str = "audio", label: str = "label",
+                   speaker: str | None = None, config: str | None = None, canonical: bool | str = False,
+                   merge_excited: bool | str = False) -> dict[str, list[Utterance]]:
+    """Return {split: its utterances} of the named `splits` (None: all) of a Hugging Face dataset.
 
     Labels are the label column's values (ClassLabel names) as written; `canonical` maps emotion names through
     ALIASES and drops IEMOCAP's unusable classes (IEMOCAP_DROPPED), `merge_excited` also makes exc happy.
+    Splits named session1..5 set the session. Each split's utterances are sorted by path (none where `canonical`
+    drops them all). ValueError for a missing split or column, unlabelled rows, or unknown names with `canonical`.
     """
     import datasets
 
-    splits, base = _hf_splits(str(root), config), Path(str(root)).expanduser()
-    wanted = split.split("+") if split else sorted(splits)
-    if set(wanted) - set(splits):
-        raise ValueError(f"{root}: no split(s) {sorted(set(wanted) - set(splits))}; has {sorted(splits)}")
+    found, base = _hf_splits(str(root), config), Path(str(root)).expanduser()
+    wanted = list(splits) if splits else sorted(found)
+    if set(wanted) - set(found):
+        raise ValueError(f"{root}: no split(s) {sorted(set(wanted) - set(found))}; has {sorted(found)}")
     canonical = _flag(canonical) or _flag(merge_excited)
     merged = {"exc": "happy", "excited": "happy"} if _flag(merge_excited) else {}
-    rows, unknown, unlabelled = [], set(), 0
-    for name in wanted:
-        ds = splits[name]
+    by_split, unknown, unlabelled = {}, set(), 0
+    for split in wanted:
+        ds, rows = found[split], []
         columns = [audio, label] + ([speaker] if speaker else ["speaker"] if "speaker" in ds.column_names else [])
         missing = sorted(set(columns) - set(ds.column_names))
         if missing:
-            raise ValueError(f"{root} [{name}]: no column(s) {missing}; has {ds.column_names}")
+            raise ValueError(f"{root} [{split}]: no column(s) {missing}; has {ds.column_names}")
         if isinstance(ds.features[audio], datasets.Audio):
             ds = ds.cast_column(audio, datasets.Audio(decode=False))
         names = getattr(ds.features[label], "names", None)  # ClassLabel ints -> names
-        session = f"Session{m[1]}" if (m := re.fullmatch(r"session(\d+)", name, re.I)) else None
+        session = f"Session{m[1]}" if (m := re.fullmatch(r"session(\d+)", split, re.I)) else None
         for batch in ds.select_columns(columns).iter(batch_size=256):
             for i, value in enumerate(batch[label]):
-                if value is None or (names and isinstance(value, int) and not 0 <= value < len(names)):
-                    unlabelled += 1  # ClassLabel -1: no label (e.g. a hidden test split)
-                    continue
-                text = _as_written(names[value] if names and isinstance(value, int) else value)
+                if names and isinstance(value, int):  # ClassLabel -1: no label (e.g. a hidden test split)
+                    value = names[value] if 0 <= value < len(names) else None
+                text = _as_written(value)
+                mapped = ((merged.get(text.lower()) or _alias(text)) if canonical else text) if text else None
                 if text is None:
                     unlabelled += 1
-                    continue
-                name = (merged.get(text.lower()) or _alias(text)) if canonical else text
-                if name is None:
+                elif mapped is None:
                     unknown.update([] if text.lower() in IEMOCAP_DROPPED else [text])
-                    continue
-                path = _hf_audio_path(batch[audio][i], base)
-                who = batch[columns[2]][i] if len(columns) > 2 else session or "unknown"
-                rows.append(Utterance(path, name, f"hf:{who}", "hf", session))
+                else:
+                    who = batch[columns[2]][i] if len(columns) > 2 else session or "unknown"
+                    rows.append(Utterance(_hf_audio_path(batch[audio][i], base), mapped, f"hf:{who}", "hf", session))
+        by_split[split] = rows
     if unlabelled:
         raise ValueError(f"{root}: {unlabelled} row(s) of split(s) {wanted} have no label in column {label!r}")
     if unknown:
         raise ValueError(f"{root}: unknown label(s) {sorted(unknown)}; known names: {', '.join(sorted(ALIASES))}")
-    return _nonempty(rows, root)
+    return {split: sorted(rows, key=lambda u: u.path) for split, rows in by_split.items()}
+
+
+def read_hf(root: str, audio: str = "audio", label: str = "label", split: str | None = None,
+            speaker: str | None = None, config: str | None = None, canonical: bool | str = False,
+            merge_excited: bool | str = False) -> list[Utterance]:
+    """Return the utterances of a Hugging Face dataset's splits `split` ("a+b"; None: all), merged (read_hf_splits)."""
+    by_split = read_hf_splits(root, split.split("+") if split else None, audio, label, speaker, config, canonical,
+                              merge_excited)
+    return _nonempty([row for rows in by_split.values() for row in rows], root)
 
 
 CORPORA: dict[str, Callable[..., list[Utterance]]] = {  # reader name -> reader(root, **options)
@@ -492,9 +501,10 @@ def label_map(labels, keep: Sequence[str] | None = None, merge: dict[str, str] |
     missing = [source for source in (merge or {}) if _resolve(source, labels) is None]
     if missing:
         raise _not_found("--merge", missing, labels, "not in the data, whose labels are")
-    table = {label: label for label in labels}
-    for source, target in (merge or {}).items():
-        table[_resolve(source, labels)] = _resolve(target, labels) or target
+    table, known = {label: label for label in labels}, set(labels)
+    for source, target in (merge or {}).items():  # a target is a label of the data or an earlier target, or new
+        table[_resolve(source, labels)] = _resolve(target, known) or target
+        known.add(table[_resolve(source, labels)])
     targets = set(table.values())
     if keep is not None:
         missing = [name for name in keep if _resolve(name, targets) is None]
