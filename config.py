@@ -16,7 +16,7 @@ import models
 PROTOCOLS = ("loso", "speaker_kfold", "loso_session", "fixed", "random", "random_kfold", "loco", "all")
 
 
-SPLIT_FLAGS = ("protocol", "folds", "test_speakers", "val_speakers", "run_folds")  # what --dataset_name's splits replace
+SPLIT_FLAGS = ("protocol", "folds", "test_speakers", "val_speakers", "run_folds")  # --dataset_name's splits replace
 
 
 @dataclass
@@ -28,12 +28,13 @@ class DataArguments:
                 "frustrated, bonafide, low/mid/high), or emotion names mapped to the canonical ones with the option "
                 ":canonical. See corpora.py."})
     dataset_name: str | None = field(default=None, metadata={
-        "help": "A Hugging Face dataset instead of --corpus, as in the transformers audio-classification example: a hub "
-                "id, a save_to_disk folder or a data folder. Its own splits are kept: training on --train_split_name, "
-                "evaluation and the test report on --eval_split_name (no re-splitting, so --protocol and the speaker "
+        "help": "A Hugging Face dataset instead of --corpus, as in the transformers audio-classification example: a "
+                "hub id, a save_to_disk folder or a data folder. Its own splits are kept: training on "
+                "--train_split_name, evaluation and the test report on --eval_split_name (no re-splitting, so --protocol and the speaker "
                 "flags do not apply; to re-split a dataset by speakers, use --corpus hf=NAME). The best checkpoint is "
                 "not chosen on the eval split (it is the test split) unless --load_best_model_at_end true."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration (subset) name."})
+    dataset_config_name: str | None = field(default=None, metadata={
+        "help": "The dataset's configuration (subset) name."})
     audio_column_name: str = field(default="audio", metadata={
         "help": "Column of --dataset_name holding the audio (an Audio feature, file paths or bytes; never decoded by "
                 "`datasets`)."})

@@ -23,9 +23,10 @@ Readers only list files (they never decode audio), skip non-audio and hidden fil
 utterances sorted by path, and raise ValueError naming the path when a root is missing or yields
 nothing. The known corpora (SHARED) give CANONICAL labels; folder, csv and hf give their labels as
 written (surrounding spaces removed), any names: `frustrated`, `bonafide`, `low`/`mid`/`high`.
-Speakers are prefixed with the corpus ("emodb:03") so that corpora never share a speaker. The folder reader knows no speakers ("folder:unknown"), nor do csv
-and hf without a speaker column: speaker-independent protocols need them (give the CSV a speaker
-column). IEMOCAP speakers are session + gender ("iemocap:Ses01F"), with session "Session1".
+Speakers are prefixed with the corpus ("emodb:03") so that corpora never share a speaker. The folder
+reader knows no speakers ("folder:unknown"), nor do csv and hf without a speaker column:
+speaker-independent protocols need them (give the CSV a speaker column). IEMOCAP speakers are
+session + gender ("iemocap:Ses01F"), with session "Session1".
 """
 from __future__ import annotations
 

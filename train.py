@@ -29,7 +29,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import models
 from augment import training_dataset
-from config import PROTOCOLS, DataArguments, ModelArguments, check_settings, evaluation_settings, given_flags, parse_args
+from config import (PROTOCOLS, DataArguments, ModelArguments, check_settings, evaluation_settings, given_flags,
+                    parse_args)
 from corpora import label_map, parse_merge, read_corpora, read_hf_splits, relabel
 from data_process import (EmbeddingsDataset, LayersDataset, WaveCollator, WaveDataset, collate_embeddings, collate_layers,
                           load_audio, make_folds)
@@ -231,7 +232,8 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
                        if h.get(best_key) == trainer.state.best_metric), None) if args.load_best_model_at_end else None
     (fold_dir / "metrics.json").write_text(json.dumps({
         "test": report, "train_seconds": seconds, "best_validation_ua": trainer.state.best_metric,
-        "best_epoch": best_epoch, "epochs_run": trainer.state.epoch, "kept": KEPT[args.load_best_model_at_end, val_is_test],
+        "best_epoch": best_epoch, "epochs_run": trainer.state.epoch,
+        "kept": KEPT[args.load_best_model_at_end, val_is_test],
         "sizes": {k: int(len(v)) for k, v in fold.items() if isinstance(v, np.ndarray)}}, indent=1))
     for stale in fold_dir.glob("checkpoint-*"):  # the best weights are saved above; resume state is no longer needed
         shutil.rmtree(stale, ignore_errors=True)
@@ -469,7 +471,8 @@ def accelerate_cpu_processes(environ=os.environ) -> int:
     from accelerate.commands.launch import launch_command_parser
 
     command = psutil.Process().parent().cmdline()
-    start = next((i + 1 for i, word in enumerate(command) if word == "launch" or word.endswith("commands.launch")), None)
+    start = next((i + 1 for i, word in enumerate(command) if word == "launch" or word.endswith("commands.launch")),
+                 None)
     if start is None:
         return 1
     launch, _ = launch_command_parser().parse_known_args(command[start:])

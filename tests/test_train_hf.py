@@ -36,7 +36,8 @@ def dataset(tmp_path_factory, emodb_rows):
         return datasets.Dataset.from_dict(table).cast_column("arousal", datasets.ClassLabel(names=LEVELS))
 
     folder = tmp_path_factory.mktemp("hf") / "emodb_arousal"
-    datasets.DatasetDict(train=split({"emodb:08", "emodb:09"}, 8), test=split({"emodb:03"}, 4)).save_to_disk(str(folder))
+    splits = datasets.DatasetDict(train=split({"emodb:08", "emodb:09"}, 8), test=split({"emodb:03"}, 4))
+    splits.save_to_disk(str(folder))
     return folder
 
 
@@ -60,14 +61,14 @@ def test_hf_dataset_end_to_end_with_steps_and_push(tmp_path, dataset, monkeypatc
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: uploads.update(repo=repo_id, **kw)
                         or RepoUrl(f"https://huggingface.co/{repo_id}"))
     monkeypatch.setattr(HfApi, "_validate_yaml", lambda self, content, **kw: uploads.update(card=content))
-    monkeypatch.setattr(hf_api, "is_xet_available", lambda: False)  # the single-commit path: its operations are the files
+    monkeypatch.setattr(hf_api, "is_xet_available", lambda: False)  # one commit: its operations are the files
     monkeypatch.setattr(HfApi, "create_commit", lambda self, repo_id, operations, **kw: uploads.update(
         commit_repo=repo_id, files=sorted(op.path_in_repo for op in operations)))
     out = tmp_path / "arousal"
     result = train.main(["--dataset_name", str(dataset), *DATASET_FLAGS, "--speaker_column_name", "who",
                          "--num_train_epochs", "2", "--eval_strategy", "steps", "--eval_steps", "2",
-                         "--load_best_model_at_end", "true", "--push_to_hub", "true", "--hub_model_id", "me/ser-arousal",
-                         "--output_dir", str(out), *TINY_CNN])
+                         "--load_best_model_at_end", "true", "--push_to_hub", "true",
+                         "--hub_model_id", "me/ser-arousal", "--output_dir", str(out), *TINY_CNN])
 
     # the dataset's own splits: 24 training clips, the 12 test clips evaluated and tested, never re-split
     assert result["protocol"] == "dataset_splits" and result["labels"] == ["high", "low", "mid"]
@@ -102,7 +103,8 @@ def test_hf_dataset_end_to_end_with_steps_and_push(tmp_path, dataset, monkeypatc
     assert uploads["repo"] == uploads["commit_repo"] == "me/ser-arousal"
     files = uploads["files"]
     assert {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", "metrics.json"} <= set(files)
-    assert {f"{target.split('.')[0]}.py" for target in config["auto_map"].values()} == {"configuration.py", "classifier.py"}
+    assert {f"{target.split('.')[0]}.py" for target in config["auto_map"].values()} == {"configuration.py",
+                                                                                        "classifier.py"}
     assert {"configuration.py", "classifier.py", "cnn1d.py", "pooling.py"} <= set(files)  # the code auto_map loads
     assert not [f for f in files if f.startswith("checkpoint-") or f in ("predictions.csv", "test_logits.npz")]
     card = ModelCard(uploads["card"])
@@ -114,14 +116,16 @@ def test_hf_dataset_end_to_end_with_steps_and_push(tmp_path, dataset, monkeypatc
     (["--val_speakers", "0", "--eval_strategy", "steps"], r"--eval_strategy steps needs a validation set, and this run "
                                                           r"has none"),
     (["--protocol", "all", "--load_best_model_at_end", "true"], "--load_best_model_at_end true needs a validation set"),
-    (["--eval_strategy", "steps", "--save_strategy", "epoch"], r"--save_strategy epoch and --eval_strategy steps differ"),
+    (["--eval_strategy", "steps", "--save_strategy", "epoch"],
+     r"--save_strategy epoch and --eval_strategy steps differ"),
     (["--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "true"],
      "needs --eval_strategy epoch or steps, not no"),
     (["--eval_strategy", "no", "--load_best_model_at_end", "true"], "requires the save and eval strategy to match"),
     (["--dataset_name", "x/y", "--protocol", "loso"], "--protocol do not apply .* use --corpus hf=NAME"),
     (["--dataset_name", "x/y", "--corpus", "emodb"], "--corpus do not apply"),
     (["--push_to_hub", "true"], "--push_to_hub pushes one final checkpoint, and --protocol loso trains one per fold"),
-    (["--push_to_hub", "true", "--protocol", "all", "--hub_strategy", "every_save"], "pushes the final best checkpoint"),
+    (["--push_to_hub", "true", "--protocol", "all", "--hub_strategy", "every_save"],
+     "pushes the final best checkpoint"),
 ])
 def test_settings_that_cannot_hold_are_refused_before_any_work(tmp_path, flags, message):
     with pytest.raises(ValueError, match=message):
@@ -156,8 +160,8 @@ def test_dataset_labels_and_splits_are_checked(tmp_path, dataset):
         train.main([*common, "--eval_split_name", "test", "--labels", "excited", "high"])
     with pytest.raises(ValueError, match="both 'train'"):
         train.main([*common, "--eval_split_name", "train"])
-    rows, tested = train.read_data(parse_args([*common, "--eval_split_name", "test", "--merge", "mid:Not High,Low:not high",
-                                               "--labels", "NOT HIGH"])[0], 0)
+    argv = [*common, "--eval_split_name", "test", "--merge", "mid:Not High,Low:not high", "--labels", "NOT HIGH"]
+    rows, tested = train.read_data(parse_args(argv)[0], 0)
     assert {r.label for r in rows} == {"Not High"} and len(rows) == 24 and len(tested) == 8  # the first spelling
 
 
@@ -171,7 +175,8 @@ def test_accelerate_launch_runs_two_cpu_processes(tmp_path, dataset):
     """`accelerate launch --num_processes 2 --cpu train.py ...` as the README shows it: two DDP processes."""
     out = tmp_path / "ddp"
     accelerate = shutil.which("accelerate") or pytest.fail("the accelerate command is not installed")
-    cmd = [accelerate, "launch", "--num_processes", "2", "--cpu", "--main_process_port", str(free_port()), "train.py", "--dataset_name", str(dataset), *DATASET_FLAGS, "--num_train_epochs", "1",
+    cmd = [accelerate, "launch", "--num_processes", "2", "--cpu", "--main_process_port", str(free_port()),
+           "train.py", "--dataset_name", str(dataset), *DATASET_FLAGS, "--num_train_epochs", "1",
            "--log_level", "info", "--output_dir", str(out), *TINY_CNN]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
