@@ -476,7 +476,7 @@ def accelerate_cpu_processes(environ=os.environ) -> int:
     if start is None:
         return 1
     launch, _ = launch_command_parser().parse_known_args(command[start:])
-    return launch.num_processes or 1 if (launch.num_machines or 1) == 1 else 1
+    return (launch.num_processes or 1) if (launch.num_machines or 1) == 1 else 1
 
 
 def relaunch(processes: int) -> None:
@@ -491,4 +491,7 @@ def relaunch(processes: int) -> None:
 
 if __name__ == "__main__":
     processes = accelerate_cpu_processes()
-    relaunch(processes) if processes > 1 else main()
+    if processes > 1:
+        relaunch(processes)
+    else:
+        main()
