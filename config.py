@@ -5,6 +5,7 @@ What rebuilds a trained model is not here: that is `models.EmotionConfig`, saved
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,14 +16,42 @@ import models
 PROTOCOLS = ("loso", "speaker_kfold", "loso_session", "fixed", "random", "random_kfold", "loco", "all")
 
 
+SPLIT_FLAGS = ("protocol", "folds", "test_speakers", "val_speakers", "run_folds")  # --dataset_name's splits replace
+
+
 @dataclass
 class DataArguments:
     corpus: list[str] = field(default_factory=lambda: ["emodb"], metadata={
-        "help": "Corpus specs, several allowed: emodb, ravdess, urdu (from ../shared/corpora or $SER_CORPORA), "
-                "NAME=PATH for cremad, tess, casia, iemocap[:merge_excited], folder, csv, hf. See corpora.py."})
+        "help": "Corpus specs, several allowed: emodb, ravdess, urdu, ased, emotiontts_ko (from ../shared/corpora or "
+                "$SER_CORPORA), NAME=PATH for cremad, tess, casia, iemocap[:merge_excited], folder, csv, hf. The known "
+                "corpora give the canonical emotion names; folder, csv and hf give their labels as written (any names: "
+                "frustrated, bonafide, low/mid/high), or emotion names mapped to the canonical ones with the option "
+                ":canonical. See corpora.py."})
+    dataset_name: str | None = field(default=None, metadata={
+        "help": "A Hugging Face dataset instead of --corpus, as in the transformers audio-classification example: a "
+                "hub id, a save_to_disk folder or a data folder. Its own splits are kept: training on "
+                "--train_split_name, evaluation and the test report on --eval_split_name (no re-splitting, so --protocol and the speaker "
+                "flags do not apply; to re-split a dataset by speakers, use --corpus hf=NAME). The best checkpoint is "
+                "not chosen on the eval split (it is the test split) unless --load_best_model_at_end true."})
+    dataset_config_name: str | None = field(default=None, metadata={
+        "help": "The dataset's configuration (subset) name."})
+    audio_column_name: str = field(default="audio", metadata={
+        "help": "Column of --dataset_name holding the audio (an Audio feature, file paths or bytes; never decoded by "
+                "`datasets`)."})
+    label_column_name: str = field(default="label", metadata={
+        "help": "Column of --dataset_name holding the labels (ClassLabel or text; the names are the model's labels)."})
+    train_split_name: str = field(default="train", metadata={"help": "Split of --dataset_name to train on."})
+    eval_split_name: str = field(default="validation", metadata={
+        "help": "Split of --dataset_name to evaluate and test on (e.g. test)."})
+    speaker_column_name: str | None = field(default=None, metadata={
+        "help": "Column of --dataset_name naming the speaker (default: a column named 'speaker' if there is one); "
+                "the fold report lists the test speakers."})
     labels: list[str] | None = field(default=None, metadata={
-        "help": "Keep only these emotions (canonical names, after merges); default: every label found."})
-    merge: str | None = field(default=None, metadata={"help": "Label merges, e.g. 'calm:neutral,boredom:neutral'."})
+        "help": "Keep only these labels (names as in the data, after merges; matched ignoring case); default: every "
+                "label found. A name in neither the data nor the merges is an error that lists the labels."})
+    merge: str | None = field(default=None, metadata={
+        "help": "Label merges FROM:TO, e.g. 'calm:neutral,boredom:neutral' or 'mid:high' (FROM: a label of the data; "
+                "TO: a label of the data or a new name)."})
     protocol: str = field(default="loso", metadata={
         "help": f"Split protocol, one of {PROTOCOLS}: leave-one-speaker-out, k speaker folds, leave-one-session-out, "
                 "fixed test speakers, stratified random (9:1), k stratified random folds (speaker-dependent), "
@@ -97,7 +126,9 @@ class ModelArguments:
         "help": "With --embedding_norm: also train on every clip standardised with the model's own statistics, as a "
                 "clip heard alone is at inference, so that one model serves single clips and groups of clips."})
     class_weighted: bool = field(default=False, metadata={"help": "Weight the loss by inverse class frequency."})
-    patience: int = field(default=8, metadata={"help": "Early stopping: epochs without a better validation UA."})
+    patience: int = field(default=8, metadata={
+        "help": "Early stopping: evaluations (epochs, or --eval_steps with --eval_strategy steps) without a better "
+                "validation UA; only while the best checkpoint is kept (--load_best_model_at_end)."})
     save_fp16: bool = field(default=False, metadata={"help": "Store the final weights in float16 (half the size)."})
     loco_metrics: str | None = field(default=None, metadata={
         "help": "With --protocol all: metrics.json of the same recipe's leave-one-corpus-out run, quoted in the model "
@@ -106,21 +137,106 @@ class ModelArguments:
         "help": "With --protocol all: metrics.json of the same recipe's cross-validation, quoted in the model card."})
 
 
-# Defaults that differ from TrainingArguments' own; anything on the command line overrides them.
+# Defaults that differ from TrainingArguments' own; anything on the command line overrides them. Evaluation and
+# checkpoints are per epoch; a run without a validation set does not evaluate (see evaluation_settings).
 TRAINING_DEFAULTS = {
     "output_dir": "runs/latest", "num_train_epochs": 40, "learning_rate": 1e-3, "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 32, "warmup_steps": 0.05, "weight_decay": 0.01, "lr_scheduler_type": "cosine",
     "logging_strategy": "epoch", "save_total_limit": 2, "report_to": "none", "seed": 0,
-    "dataloader_pin_memory": False,
+    "dataloader_pin_memory": False, "eval_strategy": "epoch", "save_strategy": "epoch",
 }
+
+
+def given_flags(argv: list[str]) -> dict[str, str | bool]:
+    """Return the settings the user gave, {name: first value, or True for a bare flag}: a JSON file's keys or the
+    command line's `--name value`, `--name=value`, `--name` (dashes in names read as underscores)."""
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return dict(json.loads(Path(argv[0]).read_text()))
+    given: dict[str, str | bool] = {}
+    for i, token in enumerate(argv):
+        match = re.fullmatch(r"--([A-Za-z][\w-]*)(?:=(.*))?", token)
+        if match:
+            following = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else True
+            given[match[1].replace("-", "_")] = match[2] if match[2] is not None else following
+    return given
+
+
+def _defaults(given: dict) -> dict:
+    """Return TRAINING_DEFAULTS, with checkpoints following the user's --eval_strategy / --eval_steps where they gave
+    those and not --save_strategy / --save_steps (keeping the best checkpoint needs them to match)."""
+    defaults = dict(TRAINING_DEFAULTS)
+    if str(given.get("eval_strategy")) in ("epoch", "steps") and "save_strategy" not in given:
+        defaults["save_strategy"] = given["eval_strategy"]
+        if "eval_steps" in given and "save_steps" not in given:
+            defaults["save_steps"] = given["eval_steps"]
+    return defaults
 
 
 def parse_args(argv: list[str]) -> tuple[DataArguments, ModelArguments, TrainingArguments]:
     """Return the three settings dataclasses from a JSON file or command-line flags."""
     parser = HfArgumentParser((DataArguments, ModelArguments, TrainingArguments))
+    defaults = _defaults(given_flags(argv))
     if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_dict({**TRAINING_DEFAULTS, **json.loads(Path(argv[0]).read_text())})
-    defaults = [f"--{key}={value}" for key, value in TRAINING_DEFAULTS.items()]
-    return parser.parse_args_into_dataclasses(defaults + argv)
+        return parser.parse_dict({**defaults, **json.loads(Path(argv[0]).read_text())})
+    return parser.parse_args_into_dataclasses([f"--{key}={value}" for key, value in defaults.items()] + argv)
+
+
+def check_settings(dargs: DataArguments, targs: TrainingArguments, given: dict, folds: int | None) -> None:
+    """Raise ValueError, before any work, for settings that cannot hold together; `folds`: the protocol's fold
+    count when it is known from the flags alone (None: it depends on the data)."""
+    if dargs.dataset_name:
+        clash = [f"--{name}" for name in ("corpus", *SPLIT_FLAGS) if name in given]
+        if clash:
+            raise ValueError(f"--dataset_name trains on its split {dargs.train_split_name!r} and tests on "
+                             f"{dargs.eval_split_name!r}, its own splits: {', '.join(clash)} do not apply (to read "
+                             "the data with --corpus and split it by a protocol, use --corpus hf=NAME)")
+    if targs.push_to_hub:
+        if folds != 1:
+            raise ValueError(f"--push_to_hub pushes one final checkpoint, and --protocol {dargs.protocol} trains one "
+                             "per fold: train the final model with --protocol all (quoting this cross-validation with "
+                             "--cv_metrics RUN/metrics.json), --protocol fixed or --dataset_name, and push that")
+        if "hub_strategy" in given and _name(targs.hub_strategy) != "end":
+            raise ValueError(f"--hub_strategy {targs.hub_strategy}: train.py pushes the final best checkpoint with its "
+                             "code and model card once, at the end (hub_strategy end); it does not push during "
+                             "training")
+
+
+def _name(strategy) -> str:
+    """Return a TrainingArguments strategy (an enum or text) as its text: "epoch", "steps", "no"."""
+    return str(getattr(strategy, "value", strategy))
+
+
+def evaluation_settings(targs: TrainingArguments, given: dict, has_val: bool, val_is_test: bool = False,
+                        why_none: str = "") -> dict:
+    """Return one fold's TrainingArguments for evaluation, checkpoints and keeping the best checkpoint.
+
+    The user's --eval_strategy, --save_strategy, --load_best_model_at_end and --metric_for_best_model are kept as
+    given; the defaults follow the data: with a validation set, evaluate every epoch and keep the checkpoint with the
+    best validation UA (early stopping after --patience evaluations without a better one); without one, no
+    evaluation. `val_is_test`: the validation set is the test set (--dataset_name's eval split), so the best
+    checkpoint is chosen on it only when the user asks. ValueError where the user's settings cannot hold.
+    """
+    evaluate = _name(targs.eval_strategy) if "eval_strategy" in given or has_val else "no"
+    if not has_val:
+        for name, value in (("eval_strategy", evaluate), ("load_best_model_at_end", targs.load_best_model_at_end)):
+            if name in given and value not in ("no", False):
+                raise ValueError(f"--{name} {given[name]} needs a validation set, and this run has none{why_none}: "
+                                 "hold out validation speakers with --val_speakers N, or leave the flag out")
+        return dict(eval_strategy="no", load_best_model_at_end=False, metric_for_best_model=None)
+    keep_best = targs.load_best_model_at_end if "load_best_model_at_end" in given else (
+        evaluate != "no" and not val_is_test)
+    if keep_best and evaluate == "no":
+        raise ValueError("--load_best_model_at_end keeps the checkpoint with the best validation score: it needs "
+                         "--eval_strategy epoch or steps, not no")
+    save = _name(targs.save_strategy)
+    if keep_best and save not in (evaluate, "best"):
+        why = " true" if "load_best_model_at_end" in given else ", the default with a validation set"
+        raise ValueError(f"keeping the best checkpoint (--load_best_model_at_end{why}) needs a checkpoint where it "
+                         f"evaluates: --save_strategy {save} and --eval_strategy {evaluate} differ; give both the "
+                         "same, or --load_best_model_at_end false")
+    metric = (targs.metric_for_best_model if "metric_for_best_model" in given else "ua") if keep_best else None
+    explicit_direction = "greater_is_better" in given or "metric_for_best_model" in given
+    return dict(eval_strategy=evaluate, load_best_model_at_end=keep_best, metric_for_best_model=metric,
+                greater_is_better=targs.greater_is_better if explicit_direction and keep_best else None)
 
 

@@ -7,21 +7,26 @@ Spec forms (read_corpus, read_corpora):
   emodb=PATH ravdess=PATH urdu=PATH ased=PATH emotiontts_ko=PATH cremad=PATH tess=PATH casia=PATH iemocap=PATH
                               a corpus in its original layout and file names
   iemocap=PATH:merge_excited  "exc" becomes happy (the 4-class setup also needs keep=neutral,happy,sad,angry)
-  folder=PATH                 PATH/<emotion>/**/*.wav, emotion folder names like Anger, happy, fear
+  folder=PATH                 PATH/<label>/**/*.wav: one folder per label, any names (Anger, frustrated, low)
   csv=MANIFEST.csv            columns path,label[,speaker]; relative paths are against the CSV's folder
-  csv=MANIFEST.csv:task=spoof labels of another task (TASK_LABELS), e.g. bonafide/synthetic (make_synthetic.py)
+  csv=MANIFEST.csv:task=spoof the labels must be those of a task (TASK_LABELS): bonafide/synthetic (make_synthetic.py)
   hf=NAME_OR_PATH[:OPTIONS]   a Hugging Face dataset (hub name, save_to_disk folder, or data folder);
                               options audio=COL,label=COL (defaults audio, label), split=A+B (default:
-                              all), speaker=COL, merge_excited. Splits named session1..5 (IEMOCAP_Audio)
-                              give the session, and the speaker when there is no speaker column.
+                              all), speaker=COL, config=NAME, merge_excited. Splits named session1..5
+                              (IEMOCAP_Audio) give the session, and the speaker when there is no speaker column.
+  folder, csv and hf take the option `canonical`: emotion names mapped to CANONICAL through ALIASES
+  (Anger -> angry, hap -> happy) so the data combines with the known corpora; a name that is no
+  emotion is then an error (hf: IEMOCAP's xxx, oth, fru, exc are dropped; merge_excited implies it).
 Options are comma-separated `key=value` items or bare flags after the last ":" of the path.
 
 Readers only list files (they never decode audio), skip non-audio and hidden files, return their
 utterances sorted by path, and raise ValueError naming the path when a root is missing or yields
-nothing. Labels are CANONICAL names; speakers are prefixed with the corpus ("emodb:03") so that
-corpora never share a speaker. The folder reader knows no speakers ("folder:unknown"), nor do csv
-and hf without a speaker column: speaker-independent protocols need them (give the CSV a speaker
-column). IEMOCAP speakers are session + gender ("iemocap:Ses01F"), with session "Session1".
+nothing. The known corpora (SHARED) give CANONICAL labels; folder, csv and hf give their labels as
+written (surrounding spaces removed), any names: `frustrated`, `bonafide`, `low`/`mid`/`high`.
+Speakers are prefixed with the corpus ("emodb:03") so that corpora never share a speaker. The folder
+reader knows no speakers ("folder:unknown"), nor do csv and hf without a speaker column:
+speaker-independent protocols need them (give the CSV a speaker column). IEMOCAP speakers are
+session + gender ("iemocap:Ses01F"), with session "Session1".
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ from typing import Callable, Sequence
 from data_process import AUDIO_EXTENSIONS
 
 CANONICAL = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised", "boredom")
-TASK_LABELS = {  # label sets of a CSV manifest (csv=PATH:task=NAME); emotion names may be any alias
+TASK_LABELS = {  # label sets a CSV manifest is checked against (csv=PATH:task=NAME); emotion: any alias
     "emotion": CANONICAL,
     "spoof": ("bonafide", "synthetic"),  # real against synthesised speech (make_synthetic.py)
 }
@@ -46,15 +51,15 @@ SPEC_FORMS = """valid corpus specs:
   emodb | ravdess | urdu | ased | emotiontts_ko   a corpus folder under corpora_root()
   ased:common_texts                            ASED sentences 01-02 only (every text in every emotion)
   emodb=PATH  ravdess=PATH  urdu=PATH  cremad=PATH  tess=PATH  casia=PATH  iemocap=PATH[:merge_excited]
-  folder=PATH                                  PATH/<emotion>/**/*.wav
-  csv=MANIFEST.csv[:task=spoof]                columns path,label[,speaker]; task: labels other than emotions
-  hf=NAME_OR_PATH[:audio=COL,label=COL,split=A+B,speaker=COL,merge_excited]"""
+  folder=PATH[:canonical]                      PATH/<label>/**/*.wav, labels as named (canonical: emotion aliases)
+  csv=MANIFEST.csv[:canonical|task=spoof]      columns path,label[,speaker]; task: check the labels are the task's
+  hf=NAME_OR_PATH[:audio=COL,label=COL,split=A+B,speaker=COL,config=NAME,canonical,merge_excited]"""
 
 
 @dataclass(frozen=True)
 class Utterance:
     path: str  # absolute path of an audio file
-    label: str  # canonical emotion name from CANONICAL (or a TASK_LABELS label, csv with task=)
+    label: str  # a CANONICAL name for the known corpora; as written in the data for folder, csv and hf
     speaker: str  # "<corpus>:<id>", e.g. "emodb:03"
     corpus: str  # "emodb", "ravdess", ...
     session: str | None = None  # IEMOCAP "Session1".. ; None elsewhere
@@ -244,13 +249,21 @@ def read_iemocap(root: str | Path, merge_excited: bool | str = False) -> list[Ut
     return _nonempty(rows, root)
 
 
-def read_folder(root: str | Path) -> list[Utterance]:
-    """Return the utterances of ROOT/<emotion>/**/*.wav; speakers are unknown ("folder:unknown")."""
+def _as_written(name) -> str | None:
+    """Return a label as written in the data, without surrounding spaces; None if empty."""
+    text = "" if name is None else str(name).strip()
+    return text or None
+
+
+def read_folder(root: str | Path, canonical: bool | str = False) -> list[Utterance]:
+    """Return the utterances of ROOT/<label>/**/*.wav, labelled with the folder's name as written (`canonical`:
+    the CANONICAL emotion the name is an alias of); speakers are unknown ("folder:unknown")."""
     root = _existing_dir(root)
+    name_label = _alias if _flag(canonical) else _as_written
     rows, unknown = [], set()
     for path in _audio_files(root):
         folder = path.relative_to(root).parts[0]
-        label = _alias(folder) if path.parent != root else None
+        label = name_label(folder) if path.parent != root else None
         if label:
             rows.append(Utterance(str(path), label, "folder:unknown", "folder"))
         elif path.parent != root:
@@ -261,13 +274,20 @@ def read_folder(root: str | Path) -> list[Utterance]:
     return _nonempty(rows, root)
 
 
-def read_csv(root: str | Path, task: str = "emotion") -> list[Utterance]:
+def read_csv(root: str | Path, canonical: bool | str = False, task: str | None = None) -> list[Utterance]:
     """Return the utterances of a manifest CSV with columns path,label[,speaker] ("csv:<speaker>").
 
-    task: "emotion" (names through ALIASES) or another key of TASK_LABELS, whose labels are taken as written.
+    Labels are taken as written. `canonical` (or task "emotion") maps emotion names through ALIASES; another
+    task of TASK_LABELS (e.g. "spoof") checks each label, in any case, is one of the task's.
     """
-    if task not in TASK_LABELS:
+    if task is not None and task not in TASK_LABELS:
         raise ValueError(f"unknown task {task!r}; one of {sorted(TASK_LABELS)}")
+    if _flag(canonical) or task == "emotion":
+        name_label = _alias
+    elif task:
+        name_label = lambda text: text.lower() if text.lower() in TASK_LABELS[task] else None  # noqa: E731
+    else:
+        name_label = _as_written
     manifest = Path(root).expanduser().resolve()
     if not manifest.is_file():
         raise ValueError(f"{manifest}: manifest CSV does not exist")
@@ -279,11 +299,13 @@ def read_csv(root: str | Path, task: str = "emotion") -> list[Utterance]:
     rows, problems = [], []
     for line, record in enumerate(records, start=2):
         path = (manifest.parent / (record["path"] or "").strip()).resolve()
-        text = (record["label"] or "").strip().lower()
-        label = _alias(text) if task == "emotion" else text if text in TASK_LABELS[task] else None
+        text = (record["label"] or "").strip()
+        label = name_label(text) if text else None
         if path.suffix.lower() not in AUDIO_EXTENSIONS:
             continue
-        if label is None:
+        if not text:
+            problems.append(f"line {line}: no label")
+        elif label is None:
             problems.append(f"line {line}: unknown label {record['label']!r}")
         elif not path.is_file():
             problems.append(f"line {line}: no file {path}")
@@ -299,8 +321,8 @@ def read_csv(root: str | Path, task: str = "emotion") -> list[Utterance]:
 AUDIO_MAGIC = {b"RIFF": ".wav", b"fLaC": ".flac", b"OggS": ".ogg", b"ID3": ".mp3", b"FORM": ".aiff"}
 
 
-def _hf_splits(name: str) -> dict:
-    """Return {split: Dataset} of a hub dataset name, a save_to_disk folder or a local data folder."""
+def _hf_splits(name: str, config: str | None = None) -> dict:
+    """Return {split: Dataset} of a hub dataset name (with its `config`), a save_to_disk folder or a data folder."""
     import datasets
 
     local = Path(name).expanduser()
@@ -310,7 +332,7 @@ def _hf_splits(name: str) -> dict:
         raise ValueError(f"{local}: Hugging Face dataset folder does not exist")
     else:
         try:
-            loaded = datasets.load_dataset(str(local) if local.exists() else name)
+            loaded = datasets.load_dataset(str(local) if local.exists() else name, config)
         except Exception as err:
             raise ValueError(f"{name}: cannot load the Hugging Face dataset ({type(err).__name__}: {err})") from None
     return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
@@ -340,40 +362,63 @@ def _hf_audio_path(value, base: Path) -> str:
     raise ValueError(f"{path or '<no path>'}: the audio file is missing and the dataset holds no bytes")
 
 
-def read_hf(root: str, audio: str = "audio", label: str = "label", split: str | None = None,
-            speaker: str | None = None, merge_excited: bool | str = False) -> list[Utterance]:
-    """Return the utterances of a Hugging Face dataset; splits named session1..5 set the session."""
+def read_hf_splits(root: str, splits: Sequence[str] | None = None, audio: str = "audio", label: str = "label",
+                   speaker: str | None = None, config: str | None = None, canonical: bool | str = False,
+                   merge_excited: bool | str = False) -> dict[str, list[Utterance]]:
+    """Return {split: its utterances} of the named `splits` (None: all) of a Hugging Face dataset.
+
+    Labels are the label column's values (ClassLabel names) as written; `canonical` maps emotion names through
+    ALIASES and drops IEMOCAP's unusable classes (IEMOCAP_DROPPED), `merge_excited` also makes exc happy.
+    Splits named session1..5 set the session. Each split's utterances are sorted by path (none where `canonical`
+    drops them all). ValueError for a missing split or column, unlabelled rows, or unknown names with `canonical`.
+    """
     import datasets
 
-    splits, base = _hf_splits(str(root)), Path(str(root)).expanduser()
-    wanted = split.split("+") if split else sorted(splits)
-    if set(wanted) - set(splits):
-        raise ValueError(f"{root}: no split(s) {sorted(set(wanted) - set(splits))}; has {sorted(splits)}")
+    found, base = _hf_splits(str(root), config), Path(str(root)).expanduser()
+    wanted = list(splits) if splits else sorted(found)
+    if set(wanted) - set(found):
+        raise ValueError(f"{root}: no split(s) {sorted(set(wanted) - set(found))}; has {sorted(found)}")
+    canonical = _flag(canonical) or _flag(merge_excited)
     merged = {"exc": "happy", "excited": "happy"} if _flag(merge_excited) else {}
-    rows, unknown = [], set()
-    for name in wanted:
-        ds = splits[name]
+    by_split, unknown, unlabelled = {}, set(), 0
+    for split in wanted:
+        ds, rows = found[split], []
         columns = [audio, label] + ([speaker] if speaker else ["speaker"] if "speaker" in ds.column_names else [])
         missing = sorted(set(columns) - set(ds.column_names))
         if missing:
-            raise ValueError(f"{root} [{name}]: no column(s) {missing}; has {ds.column_names}")
+            raise ValueError(f"{root} [{split}]: no column(s) {missing}; has {ds.column_names}")
         if isinstance(ds.features[audio], datasets.Audio):
             ds = ds.cast_column(audio, datasets.Audio(decode=False))
         names = getattr(ds.features[label], "names", None)  # ClassLabel ints -> names
-        session = f"Session{m[1]}" if (m := re.fullmatch(r"session(\d+)", name, re.I)) else None
+        session = f"Session{m[1]}" if (m := re.fullmatch(r"session(\d+)", split, re.I)) else None
         for batch in ds.select_columns(columns).iter(batch_size=256):
             for i, value in enumerate(batch[label]):
-                text = str(names[value] if names and isinstance(value, int) else value).strip().lower()
-                canonical = merged.get(text) or _alias(text)
-                if canonical is None:
-                    unknown.update([] if text in IEMOCAP_DROPPED else [text])
-                    continue
-                path = _hf_audio_path(batch[audio][i], base)
-                who = batch[columns[2]][i] if len(columns) > 2 else session or "unknown"
-                rows.append(Utterance(path, canonical, f"hf:{who}", "hf", session))
+                if names and isinstance(value, int):  # ClassLabel -1: no label (e.g. a hidden test split)
+                    value = names[value] if 0 <= value < len(names) else None
+                text = _as_written(value)
+                mapped = ((merged.get(text.lower()) or _alias(text)) if canonical else text) if text else None
+                if text is None:
+                    unlabelled += 1
+                elif mapped is None:
+                    unknown.update([] if text.lower() in IEMOCAP_DROPPED else [text])
+                else:
+                    who = batch[columns[2]][i] if len(columns) > 2 else session or "unknown"
+                    rows.append(Utterance(_hf_audio_path(batch[audio][i], base), mapped, f"hf:{who}", "hf", session))
+        by_split[split] = rows
+    if unlabelled:
+        raise ValueError(f"{root}: {unlabelled} row(s) of split(s) {wanted} have no label in column {label!r}")
     if unknown:
         raise ValueError(f"{root}: unknown label(s) {sorted(unknown)}; known names: {', '.join(sorted(ALIASES))}")
-    return _nonempty(rows, root)
+    return {split: sorted(rows, key=lambda u: u.path) for split, rows in by_split.items()}
+
+
+def read_hf(root: str, audio: str = "audio", label: str = "label", split: str | None = None,
+            speaker: str | None = None, config: str | None = None, canonical: bool | str = False,
+            merge_excited: bool | str = False) -> list[Utterance]:
+    """Return the utterances of a Hugging Face dataset's splits `split` ("a+b"; None: all), merged (read_hf_splits)."""
+    by_split = read_hf_splits(root, split.split("+") if split else None, audio, label, speaker, config, canonical,
+                              merge_excited)
+    return _nonempty([row for rows in by_split.values() for row in rows], root)
 
 
 CORPORA: dict[str, Callable[..., list[Utterance]]] = {  # reader name -> reader(root, **options)
@@ -429,23 +474,59 @@ def read_corpus(spec: str) -> list[Utterance]:
     return reader(root if root is not None else corpora_root() / name, **options)
 
 
-def _check_labels(names, what: str) -> None:
-    """Raise ValueError if any of `names` is not a CANONICAL label (or another task's)."""
-    bad = sorted(set(names) - set().union(*TASK_LABELS.values()))
-    if bad:
-        hint = " (IEMOCAP: use the spec option :merge_excited)" if "excited" in bad else ""
-        raise ValueError(f"{what}: unknown label(s) {bad}; labels are {', '.join(CANONICAL)}{hint}")
+def _resolve(name: str, labels) -> str | None:
+    """Return the label of `labels` that `name` denotes: itself, else the one label equal to it ignoring case."""
+    if name in labels:
+        return name
+    same = [label for label in labels if label.casefold() == name.casefold()]
+    return same[0] if len(same) == 1 else None
+
+
+def _not_found(flag: str, names: list[str], labels, where: str) -> ValueError:
+    """Return the error for label names found in neither the data nor the merges, with a hint where one helps."""
+    hints = [f"{n!r} is {a!r} here" for n in names if (a := _alias(n)) and a in labels and a != n]
+    if {"excited", "exc"} & {n.lower() for n in names}:
+        hints.append("IEMOCAP: use the spec option :merge_excited")
+    return ValueError(f"{flag}: unknown label(s) {sorted(names)}: {where}: {', '.join(sorted(labels))}"
+                      + (f" ({'; '.join(hints)})" if hints else ""))
+
+
+def label_map(labels, keep: Sequence[str] | None = None, merge: dict[str, str] | None = None) -> dict[str, str]:
+    """Return {label of the data: the label it becomes} after `merge`, for the labels `keep` retains (None: all).
+
+    Names are the data's (CANONICAL for the known corpora, as written for folder, csv and hf), matched exactly or,
+    failing that, ignoring case. A merge source must be a label of the data; its target may be a new name. A kept
+    name must be a label after the merges. ValueError lists the data's labels otherwise.
+    """
+    labels = set(labels)
+    missing = [source for source in (merge or {}) if _resolve(source, labels) is None]
+    if missing:
+        raise _not_found("--merge", missing, labels, "not in the data, whose labels are")
+    table, known = {label: label for label in labels}, set(labels)
+    for source, target in (merge or {}).items():  # a target is a label of the data or an earlier target, or new
+        table[_resolve(source, labels)] = _resolve(target, known) or target
+        known.add(table[_resolve(source, labels)])
+    targets = set(table.values())
+    if keep is not None:
+        missing = [name for name in keep if _resolve(name, targets) is None]
+        if missing:
+            raise _not_found("--labels", missing, targets, "in neither the data nor the merges; the labels "
+                             + ("after the merges are" if merge else "of the data are"))
+        kept = {_resolve(name, targets) for name in keep}
+        table = {label: new for label, new in table.items() if new in kept}
+    return table
 
 
 def select_labels(rows: list[Utterance], keep: Sequence[str] | None = None,
                   merge: dict[str, str] | None = None) -> list[Utterance]:
     """Return `rows` with `merge` applied (e.g. {"calm": "neutral"}), then only `keep` labels (None: all)."""
-    merge = dict(merge or {})
-    _check_labels(list(merge) + list(merge.values()), "merge")
-    if keep is not None:
-        _check_labels(keep, "keep")
-    merged = (replace(row, label=merge[row.label]) if row.label in merge else row for row in rows)
-    return [row for row in merged if keep is None or row.label in keep]
+    return relabel(rows, label_map({row.label for row in rows}, keep, merge))
+
+
+def relabel(rows: list[Utterance], table: dict[str, str]) -> list[Utterance]:
+    """Return the rows whose label is in `table`, labelled table[label] (see label_map)."""
+    return [row if table[row.label] == row.label else replace(row, label=table[row.label])
+            for row in rows if row.label in table]
 
 
 def read_corpora(specs: Sequence[str], keep: Sequence[str] | None = None,
@@ -463,10 +544,13 @@ def read_corpora(specs: Sequence[str], keep: Sequence[str] | None = None,
 
 
 def parse_merge(text: str) -> dict[str, str]:
-    """Return the label merges of `"calm:neutral,excited:happy"` as {"calm": "neutral", "excited": "happy"}."""
+    """Return the label merges of `"calm:neutral,low:not_high"` as {"calm": "neutral", "low": "not_high"}.
+
+    Names are kept as written; label_map matches them to the data's labels exactly or ignoring case.
+    """
     merge = {}
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
-        source, sep, target = (s.strip().lower() for s in item.partition(":"))
+        source, sep, target = (s.strip() for s in item.partition(":"))
         if not (sep and source and target):
             raise ValueError(f"bad merge {item!r}; expected FROM:TO pairs like calm:neutral,excited:happy")
         merge[source] = target

@@ -52,8 +52,13 @@ TASK = "audio-classification"
 
 
 def corpus_names(settings: dict) -> list[str]:
-    """Return the corpus reader names of a run's `--corpus` specs (`cremad=/data/x` -> cremad), sorted."""
-    return sorted({spec.split("=")[0].split(":")[0] for spec in settings["data"]["corpus"]})
+    """Return the corpus reader names of a run's `--corpus` specs (`cremad=/data/x` -> cremad), sorted; a Hub
+    dataset read with `hf=ORG/NAME` (or --dataset_name ORG/NAME) is named by its id."""
+    def name(spec: str) -> str:
+        reader, _, root = spec.partition("=")
+        root = root.split(":")[0]
+        return root if reader.strip().lower() == "hf" and _is_hub_id(root) else reader.split(":")[0]
+    return sorted({name(spec) for spec in settings["data"]["corpus"]})
 
 
 def _corpus(name: str) -> Corpus:

@@ -3,6 +3,8 @@
     python train.py --corpus emodb --backbone whisper --encoder openai/whisper-base \
         --pooling attention --protocol loso --output_dir runs/emodb_whisper
     python train.py settings.json            # the same settings as a JSON file
+    python train.py --dataset_name DATASET --label_column_name emotion --eval_split_name test --backbone cnn1d
+                                             # a Hugging Face dataset with its own train/test splits
 
 Each run's folder holds, per fold, the best checkpoint (save_pretrained layout with its modeling code, loadable
 with `pipeline("audio-classification", model=DIR, trust_remote_code=True)`), `metrics.json`, a confusion-matrix PNG
@@ -13,6 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import time
@@ -26,8 +29,9 @@ from transformers.trainer_utils import get_last_checkpoint
 
 import models
 from augment import training_dataset
-from config import PROTOCOLS, DataArguments, ModelArguments, parse_args
-from corpora import parse_merge, read_corpora
+from config import (PROTOCOLS, DataArguments, ModelArguments, check_settings, evaluation_settings, given_flags,
+                    parse_args)
+from corpora import label_map, parse_merge, read_corpora, read_hf_splits, relabel
 from data_process import (EmbeddingsDataset, LayersDataset, WaveCollator, WaveDataset, collate_embeddings, collate_layers,
                           load_audio, make_folds)
 from feature_cache import cached_layers
@@ -39,6 +43,13 @@ from normalization import TRAIN_GROUPS, average_statistics, group_statistics, ne
 from plots import confusion_png, curves_png
 
 NORM_MODES = ("none", "speaker", "corpus")  # how test clips are standardised (see --normalize_test)
+NO_VALIDATION = " (--val_speakers 0, --protocol all, or too few speakers)"  # why a fold has no validation set
+KEPT = {  # which weights a fold keeps: (best checkpoint kept, validation set is the test set) -> metrics.json "kept"
+    (True, False): "the checkpoint with the best validation score", (False, False): "the last weights",
+    (True, True): "the checkpoint with the best score on the eval split, which is also the test split: the test "
+                  "figures are optimistic", (False, True): "the last weights (the eval split is the test split)"}
+DATASET_PROTOCOL = "dataset_splits"  # --dataset_name: its own train and eval splits
+PUSH_IGNORED = ["checkpoint-*", "predictions.csv", "*.npz", "runs/*", "_*"]  # never uploaded: local paths, resume state
 
 def build_model(margs: ModelArguments, labels: list[str], encoder: tuple[dict, dict] | None):
     """Return a fresh EmotionClassifier (pretrained encoder weights loaded) and its feature extractor."""
@@ -166,7 +177,7 @@ def embedding_datasets(model, embedded: np.ndarray, variants: list[np.ndarray], 
 
 
 def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, encoder, cached, embedded=None,
-             variants=()) -> dict:
+             variants=(), given: dict | None = None) -> dict:
     """Train one fold, save its best checkpoint and figures in `fold_dir`, and return its test report."""
     if (fold_dir / "metrics.json").exists():  # finished before an interruption
         print(f"{fold_dir}: already done, kept")
@@ -176,11 +187,12 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     label_ids = np.array([labels.index(r.label) for r in data])
     head_cache = cached if margs.encoder_mode != "frozen" else None  # --head_epochs: the head first, on the cache
     cached = None if head_cache is not None else cached
-    has_val = len(fold["val"]) > 0
-    args = dataclasses.replace(
-        targs, output_dir=str(fold_dir), eval_strategy="epoch" if has_val else "no",
-        save_strategy="epoch", load_best_model_at_end=has_val, metric_for_best_model="ua" if has_val else None,
-        greater_is_better=True, remove_unused_columns=False)
+    has_val, val_is_test = len(fold["val"]) > 0, fold.get("val_is_test", False)
+    args = dataclasses.replace(  # the Trainer never pushes: main pushes the final checkpoint with its card
+        targs, output_dir=str(fold_dir), remove_unused_columns=False, push_to_hub=False,
+        **evaluation_settings(targs, given or {}, has_val, val_is_test, NO_VALIDATION))
+    if args.load_best_model_at_end and val_is_test:
+        print(f"warning: {KEPT[True, True]} (--load_best_model_at_end true)")
     if embedded is not None:  # a parameter-free path to the pooled embedding: the head trains on embeddings
         make, make_train = embedding_datasets(model, embedded, variants, data, label_ids, fold["train"],
                                               margs.embedding_norm, margs.train_alone)
@@ -211,7 +223,7 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         model=model, args=args, data_collator=collator, train_dataset=train_ds,
         eval_dataset=make(fold["val"]) if has_val else None, processing_class=extractor,
         compute_metrics=partial(compute_metrics, labels=labels), compute_loss_func=loss,
-        callbacks=[EarlyStoppingCallback(margs.patience)] if has_val else [],
+        callbacks=[EarlyStoppingCallback(margs.patience)] if args.load_best_model_at_end else [],
         optimizers=(optimizer_for(model, margs, args), None))
     start = time.time()
     trainer.train(resume_from_checkpoint=resume)
@@ -239,12 +251,14 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
                       f"{fold_dir.name}: UA {report['ua']:.3f} WA {report['wa']:.3f}")
     save_checkpoint(trainer, fold_dir, margs.save_fp16)
     curves_png(trainer.state.log_history, fold_dir / "training_curve.png")
+    best_key = f"eval_{(args.metric_for_best_model or '').removeprefix('eval_')}"
     best_epoch = next((h["epoch"] for h in trainer.state.log_history
-                       if h.get("eval_ua") == trainer.state.best_metric), None) if has_val else None
+                       if h.get(best_key) == trainer.state.best_metric), None) if args.load_best_model_at_end else None
     (fold_dir / "metrics.json").write_text(json.dumps({
         "test": report, "train_seconds": seconds, "best_validation_ua": trainer.state.best_metric,
         "best_epoch": best_epoch, "epochs_run": trainer.state.epoch,
-        "sizes": {k: int(len(v)) for k, v in fold.items() if k != "name"}}, indent=1))
+        "kept": KEPT[args.load_best_model_at_end, val_is_test],
+        "sizes": {k: int(len(v)) for k, v in fold.items() if isinstance(v, np.ndarray)}}, indent=1))
     for stale in fold_dir.glob("checkpoint-*"):  # the best weights are saved above; resume state is no longer needed
         shutil.rmtree(stale, ignore_errors=True)
     return report
@@ -316,16 +330,57 @@ def save_checkpoint(trainer: Trainer, folder: Path, fp16: bool) -> None:
         trainer.model.to(torch.float32)
 
 
+def read_data(dargs: DataArguments, seed: int) -> tuple[list, set[int] | None]:
+    """Return the utterances to train and test on (after --labels, --merge, --max_files), and the id() of each
+    utterance of --dataset_name's eval split (None for --corpus data, which --protocol splits)."""
+    merge = parse_merge(dargs.merge) if dargs.merge else None
+    if not dargs.dataset_name:
+        rows = read_corpora(dargs.corpus, keep=dargs.labels, merge=merge)
+        return (subsample(rows, dargs.max_files, seed) if dargs.max_files else rows), None
+    names = (dargs.train_split_name, dargs.eval_split_name)
+    if names[0] == names[1]:
+        raise ValueError(f"--train_split_name and --eval_split_name are both {names[0]!r}: the test would be on the "
+                         "training clips")
+    try:
+        splits = read_hf_splits(dargs.dataset_name, names, audio=dargs.audio_column_name,
+                                label=dargs.label_column_name, speaker=dargs.speaker_column_name,
+                                config=dargs.dataset_config_name)
+    except ValueError as err:
+        hint = " (choose them with --train_split_name, --eval_split_name)" if "no split" in str(err) else ""
+        raise ValueError(f"{err}{hint}") from None
+    table = label_map({row.label for rows in splits.values() for row in rows}, dargs.labels, merge)
+    train, test = (relabel(splits[name], table) for name in names)
+    if dargs.max_files:  # drawn from both splits together
+        tested = {id(row) for row in test}
+        drawn = subsample(train + test, dargs.max_files, seed)
+        train, test = [r for r in drawn if id(r) not in tested], [r for r in drawn if id(r) in tested]
+    for name, rows in zip(names, (train, test)):
+        if not rows:
+            raise ValueError(f"{dargs.dataset_name}: split {name!r} has no utterance with the labels {sorted(table)}")
+    unseen = sorted({r.label for r in test} - {r.label for r in train})
+    if unseen:
+        print(f"warning: label(s) {unseen} of split {names[1]!r} never occur in split {names[0]!r}")
+    return train + test, {id(row) for row in test}
+
+
 def main(argv: list[str] | None = None) -> dict:
-    dargs, margs, targs = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    dargs, margs, targs = parse_args(argv)
+    given = given_flags(argv)
     if dargs.protocol not in PROTOCOLS:
         raise ValueError(f"--protocol {dargs.protocol!r} is not one of {PROTOCOLS}")
     if margs.backbone not in models.BACKBONES:
         raise ValueError(f"--backbone {margs.backbone!r} is not one of {sorted(models.BACKBONES)}")
+    single_fold = dargs.dataset_name or dargs.protocol in ("all", "fixed", "random")
+    check_settings(dargs, targs, given, 1 if single_fold else None)
+    has_val = bool(dargs.dataset_name) or dargs.protocol in ("random", "random_kfold") or (
+        dargs.protocol != "all" and dargs.val_speakers > 0)
+    evaluation_settings(targs, given, has_val, bool(dargs.dataset_name), NO_VALIDATION)  # refused before any work
     out = Path(targs.output_dir)
-    rows = read_corpora(dargs.corpus, keep=dargs.labels, merge=parse_merge(dargs.merge) if dargs.merge else None)
-    if dargs.max_files:
-        rows = subsample(rows, dargs.max_files, targs.seed)
+    rows, tested = read_data(dargs, targs.seed)
+    if dargs.dataset_name:  # what the settings, metrics and model card record
+        config = f":config={dargs.dataset_config_name}" if dargs.dataset_config_name else ""
+        dargs.corpus, dargs.protocol = [f"hf={dargs.dataset_name}{config}"], DATASET_PROTOCOL
     labels = sorted({r.label for r in rows})
     is_encoder = hasattr(models.BACKBONES[margs.backbone], "load_encoder")  # a pretrained encoder, not from scratch
     if margs.head_epochs and (not is_encoder or margs.encoder_mode == "frozen"):
@@ -358,6 +413,10 @@ def main(argv: list[str] | None = None) -> dict:
     if dargs.protocol == "all":
         every = np.arange(len(rows))
         folds = [{"train": every, "val": every[:0], "test": every[:0]}]
+    elif tested is not None:  # the dataset's eval split: evaluated during training and tested after it
+        every, is_test = np.arange(len(rows)), np.array([id(r) in tested for r in rows])
+        folds = [{"train": every[~is_test], "val": every[is_test], "test": every[is_test], "val_is_test": True,
+                  "name": f"split {dargs.eval_split_name} (trained on split {dargs.train_split_name})"}]
     else:
         folds = make_folds([r.label for r in rows], [r.speaker for r in rows], dargs.protocol, k=dargs.folds,
                            sessions=[r.session for r in rows], test_speakers=dargs.test_speakers,
@@ -371,7 +430,8 @@ def main(argv: list[str] | None = None) -> dict:
     start, reports = time.time(), []
     fold_dirs = [out if single else out / f"fold_{i:02d}" for i in chosen]
     for i, fold_dir in zip(chosen, fold_dirs):
-        report = run_fold(fold_dir, folds[i], rows, dargs, margs, targs, labels, encoder, cached, embedded, variants)
+        report = run_fold(fold_dir, folds[i], rows, dargs, margs, targs, labels, encoder, cached, embedded, variants,
+                          given)
         if report:
             reports.append(report)
             print(f"fold {i} ({folds[i].get('name', 'all')[:60]}): UA {report['ua']:.3f} WA {report['wa']:.3f}")
@@ -402,8 +462,63 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
     if single:
         write_model_card(out, settings, result)
+    if targs.push_to_hub:
+        result["pushed_to"] = push_checkpoint(out, targs)
     return result
 
 
+def push_checkpoint(folder: Path, targs: TrainingArguments) -> str:
+    """Upload a final checkpoint folder to the Hub (--hub_model_id, else the folder's name; --hub_token,
+    --hub_private_repo, --hub_revision): weights, config.json with auto_map, the modeling code, the model card, the
+    metrics and figures; never PUSH_IGNORED (resume state, test predictions with local paths). Return the repo URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=targs.hub_token)
+    repo = api.create_repo(targs.hub_model_id or folder.absolute().name, private=targs.hub_private_repo, exist_ok=True)
+    api.upload_folder(repo_id=repo.repo_id, folder_path=folder, revision=targs.hub_revision,
+                      commit_message="Upload the trained checkpoint with its code and model card",
+                      ignore_patterns=PUSH_IGNORED)
+    print(f"pushed {folder} to {repo}")
+    return str(repo)
+
+
+DISTRIBUTED_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_SIZE")
+
+
+def accelerate_cpu_processes(environ=os.environ) -> int:
+    """Return the --num_processes of an `accelerate launch --cpu` that started this process alone, else 1.
+
+    On CPU, accelerate starts several processes only through mpirun (--mpirun_hostfile); otherwise it starts the
+    script once, with MASTER_ADDR set but no rank, and the number asked for is only on its own command line.
+    """
+    if (environ.get("ACCELERATE_USE_CPU", "").lower() not in ("1", "true") or "MASTER_ADDR" not in environ
+            or any(name in environ for name in DISTRIBUTED_ENV)):
+        return 1
+    import psutil
+    from accelerate.commands.launch import launch_command_parser
+
+    command = psutil.Process().parent().cmdline()
+    start = next((i + 1 for i, word in enumerate(command) if word == "launch" or word.endswith("commands.launch")),
+                 None)
+    if start is None:
+        return 1
+    launch, _ = launch_command_parser().parse_known_args(command[start:])
+    return (launch.num_processes or 1) if (launch.num_machines or 1) == 1 else 1
+
+
+def relaunch(processes: int) -> None:
+    """Run this script in `processes` CPU processes (DDP over gloo) with torch.distributed.run, as torchrun does."""
+    from torch.distributed.run import main as torchrun
+
+    print(f"accelerate launch --cpu started one process for {processes}: starting {processes} with "
+          "torch.distributed.run (DDP over gloo)", flush=True)
+    torchrun(["--nproc_per_node", str(processes), "--master_addr", os.environ["MASTER_ADDR"],
+              "--master_port", os.environ.get("MASTER_PORT", "29500"), sys.argv[0], *sys.argv[1:]])
+
+
 if __name__ == "__main__":
-    main()
+    processes = accelerate_cpu_processes()
+    if processes > 1:
+        relaunch(processes)
+    else:
+        main()

@@ -254,14 +254,17 @@ def test_iemocap_without_labels(tmp_path):
 def test_folder(tmp_path):
     root = tree(tmp_path / "mine", ["Anger/a.wav", "happiness/take2/b.flac", "Sad/c.wav", "JOY/d.wav",
                                     "bored/e.wav", "calm/f.wav", "notes.txt", "loose.wav", ".hidden/g.wav"])
-    rows = read_corpus(f"folder={root}")
+    rows = read_corpus(f"folder={root}:canonical")  # emotion aliases -> the canonical names
     assert [(Path(r.path).name, r.label) for r in rows] == [
         ("a.wav", "angry"), ("d.wav", "happy"), ("c.wav", "sad"), ("e.wav", "boredom"), ("f.wav", "calm"),
         ("b.flac", "happy")]
     assert {(r.speaker, r.corpus) for r in rows} == {("folder:unknown", "folder")}
+    as_named = read_corpus(f"folder={root}")  # by default, the folder names are the labels
+    assert [r.label for r in as_named] == ["Anger", "JOY", "Sad", "bored", "calm", "happiness"]
     tree(root, ["Confused/x.wav", "meh/y.wav"])
+    assert {r.label for r in read_corpus(f"folder={root}")} >= {"Confused", "meh"}
     with pytest.raises(ValueError, match=r"unknown emotion folder\(s\) \['Confused', 'meh'\]"):
-        read_corpus(f"folder={root}")
+        read_corpus(f"folder={root}:canonical")
 
 
 def test_csv(tmp_path):
@@ -271,17 +274,22 @@ def test_csv(tmp_path):
     manifest.parent.mkdir()
     manifest.write_text("path,label,speaker\n../clips/one.wav,Anger,spk1\n../clips/two.flac,neutral,spk2\n"
                         f"../clips/sub/three.wav,fear,\n{absolute},surprise,spk1\n../clips/notes.txt,sad,spk1\n")
-    rows = read_corpus(f"csv={manifest}")
+    rows = read_corpus(f"csv={manifest}:canonical")
     assert summary(rows) == [("one.wav", "angry", "csv:spk1"), ("three.wav", "fearful", "csv:unknown"),
                              ("two.flac", "neutral", "csv:spk2"), ("four.wav", "surprised", "csv:spk1")]
     assert rows[0].path == str((audio / "one.wav").resolve())
+    assert [r.label for r in read_corpus(f"csv={manifest}")] == ["Anger", "fear", "neutral", "surprise"]  # as written
     bare = tmp_path / "bare.csv"
-    bare.write_text("path,label\nclips/one.wav,happy\n")
-    assert summary(read_corpus(f"csv={bare}")) == [("one.wav", "happy", "csv:unknown")]
+    bare.write_text("path,label\nclips/one.wav, frustrated \nclips/two.flac,bonafide\n")
+    assert summary(read_corpus(f"csv={bare}")) == [("one.wav", "frustrated", "csv:unknown"),
+                                                   ("two.flac", "bonafide", "csv:unknown")]
     bad = tmp_path / "bad.csv"
-    bad.write_text("path,label\nclips/one.wav,confused\nclips/missing.wav,sad\n")
-    with pytest.raises(ValueError, match=r"line 2: unknown label 'confused'; line 3: no file .*missing.wav"):
-        read_corpus(f"csv={bad}")
+    bad.write_text("path,label\nclips/one.wav,confused\nclips/missing.wav,sad\nclips/two.flac,\n")
+    with pytest.raises(ValueError, match=r"line 2: unknown label 'confused'; line 3: no file .*missing.wav; "
+                                         r"line 4: no label"):
+        read_corpus(f"csv={bad}:canonical")
+    with pytest.raises(ValueError, match=r"^[^;]*line 3: no file .*missing.wav; line 4: no label$"):
+        read_corpus(f"csv={bad}")  # any name is a label, but a missing file or label is still an error
     (tmp_path / "nolabel.csv").write_text("file,emotion\nclips/one.wav,sad\n")
     with pytest.raises(ValueError, match="needs the columns path,label"):
         read_corpus(f"csv={tmp_path / 'nolabel.csv'}")
@@ -318,7 +326,11 @@ def test_hf_iemocap_audio_layout(hf_env, tmp_path):
     folder = tmp_path / "IEMOCAP_Audio"
     layout = datasets.DatasetDict(session1=split(clips[:3], [0, 4, 5]), session2=split(clips[3:], [1, 2, 3]))
     layout.save_to_disk(str(folder))
-    rows = read_corpus(f"hf={folder}")
+    as_named = read_corpus(f"hf={folder}")  # the ClassLabel names as written, every class a label
+    assert sorted((r.label, r.session) for r in as_named) == [
+        ("ang", "Session1"), ("exc", "Session1"), ("fru", "Session1"), ("hap", "Session2"), ("neu", "Session2"),
+        ("sad", "Session2")]
+    rows = read_corpus(f"hf={folder}:canonical")  # canonical emotions; xxx, oth, fru and exc dropped
     assert sorted((r.label, r.speaker, r.session) for r in rows) == [
         ("angry", "hf:Session1", "Session1"), ("happy", "hf:Session2", "Session2"),
         ("neutral", "hf:Session2", "Session2"), ("sad", "hf:Session2", "Session2")]
@@ -326,7 +338,7 @@ def test_hf_iemocap_audio_layout(hf_env, tmp_path):
     by_label = {r.label: Path(r.path) for r in rows}
     assert by_label["angry"].parent == tmp_path / "ser_cache" / "hf_audio"
     assert by_label["angry"].read_bytes() == clips[0].read_bytes()
-    assert read_corpus(f"hf={folder}") == rows  # deterministic, files written once
+    assert read_corpus(f"hf={folder}:canonical") == rows  # deterministic, files written once
     merged = read_corpus(f"hf={folder}:split=session1,merge_excited")
     assert sorted(r.label for r in merged) == ["angry", "happy"] and {r.session for r in merged} == {"Session1"}
     with pytest.raises(ValueError, match=r"no split\(s\) \['session9'\]; has \['session1', 'session2'\]"):
@@ -341,13 +353,17 @@ def test_hf_local_data_folder(hf_env, tmp_path):
     tree(folder, ["clips/a.wav", "clips/b.flac", "clips/c.wav"])
     (folder / "train.csv").write_text("file,emotion,who\nclips/a.wav,Anger,s1\nclips/b.flac,joy,s2\n")
     (folder / "test.csv").write_text("file,emotion,who\nclips/c.wav,neu,s1\n")
-    rows = read_corpus(f"hf={folder}:audio=file,label=emotion,speaker=who")
+    rows = read_corpus(f"hf={folder}:audio=file,label=emotion,speaker=who,canonical")
     assert summary(rows) == [("a.wav", "angry", "hf:s1"), ("b.flac", "happy", "hf:s2"), ("c.wav", "neutral", "hf:s1")]
     assert rows[0].path == str((folder / "clips" / "a.wav").resolve()) and rows[0].session is None
     test_split = read_corpus(f"hf={folder}:audio=file,label=emotion,split=test")
-    assert summary(test_split) == [("c.wav", "neutral", "hf:unknown")]
+    assert summary(test_split) == [("c.wav", "neu", "hf:unknown")]
     (folder / "test.csv").write_text("file,emotion,who\nclips/c.wav,confused,s1\n")
+    assert [r.label for r in read_corpus(f"hf={folder}:audio=file,label=emotion,split=test")] == ["confused"]
     with pytest.raises(ValueError, match=r"unknown label\(s\) \['confused'\]"):
+        read_corpus(f"hf={folder}:audio=file,label=emotion,split=test,canonical")
+    (folder / "test.csv").write_text("file,emotion,who\nclips/c.wav,,s1\n")
+    with pytest.raises(ValueError, match=r"1 row\(s\) of split\(s\) \['test'\] have no label in column 'emotion'"):
         read_corpus(f"hf={folder}:audio=file,label=emotion,split=test")
 
 
@@ -414,7 +430,8 @@ def test_read_corpora_merge_then_keep(mixed):
     assert summary(picked) == [("03a01Nc.wav", "neutral", "emodb:03"), ("08a04Wc.wav", "angry", "emodb:08"),
                                ("03-01-02-01-01-01-01.flac", "neutral", "ravdess:01"),
                                ("03-01-01-01-01-01-02.flac", "neutral", "ravdess:02")]
-    with pytest.raises(ValueError, match="no utterances"):
+    with pytest.raises(ValueError, match=r"--labels: unknown label\(s\) \['boredom'\]: in neither the data nor "
+                                         r"the merges; the labels of the data are: calm, neutral, surprised"):
         corpora.read_corpora(mixed[1:], keep=["boredom"])
     with pytest.raises(ValueError, match="no corpus given"):
         corpora.read_corpora([])
@@ -427,14 +444,33 @@ def test_select_labels():
     merged = corpora.select_labels(rows, keep=["neutral", "happy"], merge={"calm": "neutral"})
     assert merged == [Utterance("/a.wav", "neutral", "x:1", "x"), rows[2]]
     assert rows[0].label == "calm"  # the input is untouched
-    with pytest.raises(ValueError, match=r"keep: unknown label\(s\) \['anger'\]"):
+    with pytest.raises(ValueError, match=r"--labels: unknown label\(s\) \['anger'\]"):
         corpora.select_labels(rows, keep=["anger"])
-    with pytest.raises(ValueError, match=r"merge: unknown label\(s\) \['clam'\]"):
+    with pytest.raises(ValueError, match=r"--merge: unknown label\(s\) \['clam'\]: not in the data, whose labels "
+                                         r"are: calm, happy, sad"):
         corpora.select_labels(rows, merge={"clam": "neutral"})
+    with pytest.raises(ValueError, match=r"--labels: unknown label\(s\) \['calm'\]: .* the labels after the merges "
+                                         r"are: happy, neutral, sad"):  # merged away
+        corpora.select_labels(rows, keep=["calm"], merge={"calm": "neutral"})
+
+
+def test_any_label_names():
+    """Labels outside the canonical nine: merged, kept, matched ignoring case, with hints for near misses."""
+    rows = [Utterance(f"/{i}.wav", label, "csv:s", "csv") for i, label in
+            enumerate(["frustrated", "Low", "mid", "high", "angry", "bonafide"])]
+    picked = corpora.select_labels(rows, keep=["aroused", "calm_ish", "frustrated"],
+                                   merge=corpora.parse_merge("high:aroused, Mid:aroused, low:calm_ish"))
+    assert [r.label for r in picked] == ["frustrated", "calm_ish", "aroused", "aroused"]
+    assert [r.label for r in corpora.select_labels(rows, keep=["LOW", "Bonafide"])] == ["Low", "bonafide"]
+    assert corpora.label_map({"a", "b"}, keep=["B"], merge={"A": "b"}) == {"a": "b", "b": "b"}
+    with pytest.raises(ValueError, match=r"\['anger'\]: .*\('anger' is 'angry' here\)"):
+        corpora.select_labels(rows, keep=["anger"])
+    with pytest.raises(ValueError, match=r"--merge: unknown label\(s\) \['excited'\].*merge_excited"):
+        corpora.select_labels(rows, merge={"excited": "happy"})
 
 
 def test_parse_merge():
-    assert corpora.parse_merge("calm:neutral, Excited:happy") == {"calm": "neutral", "excited": "happy"}
+    assert corpora.parse_merge("calm:neutral, Excited:happy") == {"calm": "neutral", "Excited": "happy"}
     assert corpora.parse_merge("") == {}
     with pytest.raises(ValueError, match="FROM:TO"):
         corpora.parse_merge("calm=neutral")

@@ -21,8 +21,9 @@ def test_csv_task_labels(tmp_path, tone):
     rows = read_corpus(f"csv={manifest}:task=spoof")
     assert [(r.label, r.speaker) for r in rows] == [("bonafide", "csv:emodb:03"), ("synthetic", "csv:espeak:de+m3")]
     assert [r.label for r in read_corpora([f"csv={manifest}:task=spoof"], keep=["synthetic"])] == ["synthetic"]
+    assert [r.label for r in read_corpus(f"csv={manifest}")] == ["bonafide", "Synthetic"]  # labels as written
     with pytest.raises(ValueError, match="line 2: unknown label 'bonafide'"):
-        read_corpus(f"csv={manifest}")  # the default task is emotion: these are not emotions
+        read_corpus(f"csv={manifest}:task=emotion")  # these are not emotions
     (tmp_path / "angry.csv").write_text("path,label\na.wav,angry\n")
     with pytest.raises(ValueError, match="line 2: unknown label 'angry'"):
         read_corpus(f"csv={tmp_path / 'angry.csv'}:task=spoof")
