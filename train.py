@@ -193,6 +193,9 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         **evaluation_settings(targs, given or {}, has_val, val_is_test, NO_VALIDATION))
     if args.load_best_model_at_end and val_is_test:
         print(f"warning: {KEPT[True, True]} (--load_best_model_at_end true)")
+    if embedded is not None and "save_strategy" not in (given or {}) and not args.load_best_model_at_end:
+        # a head on embeddings trains in seconds: resume checkpoints (the whole encoder each time) would cost more
+        args = dataclasses.replace(args, save_strategy="no")
     if embedded is not None:  # a parameter-free path to the pooled embedding: the head trains on embeddings
         make, make_train = embedding_datasets(model, embedded, variants, data, label_ids, fold["train"],
                                               margs.embedding_norm, margs.train_alone)
