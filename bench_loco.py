@@ -31,6 +31,8 @@ IDEAS = [
     (BASELINE_SYSTEM, "the shipped default's recipe: layer-weighted sum, mean pooling, 256-unit hidden layer, 12 epochs",
      WHISPER + ("--pooling", "mean", "--layer_mix", "weighted", "--num_train_epochs", "12", "--val_speakers", "0")),
     ("whisper_linear", "linear classifier on every layer's mean", linear()),
+    ("whisper_linear_std", "+ embeddings standardised (the training set's statistics, or a group's own)",
+     linear("--embedding_norm", "all")),
     ("whisper_linear_corpusnorm", "+ embeddings standardised per training corpus", linear("--embedding_norm", "corpus")),
     ("whisper_linear_speakernorm", "+ embeddings standardised per training speaker",
      linear("--embedding_norm", "speaker")),
@@ -38,12 +40,12 @@ IDEAS = [
      linear(pooling="mean_std")),
     ("whisper_linear_speakernorm_alone", "per-speaker standardisation, also trained on clips standardised as if alone",
      linear("--embedding_norm", "speaker", "--train_alone", "true")),
-    ("whisper_linear_speakernorm_balanced", "per-speaker standardisation, (corpus, emotion) pairs drawn equally",
-     linear("--embedding_norm", "speaker", "--balanced_sampling", "true")),
-    ("whisper_linear_speakernorm_smooth", "per-speaker standardisation, label smoothing 0.1",
-     linear("--embedding_norm", "speaker", "--label_smoothing_factor", "0.1")),
-    ("whisper_linear_speakernorm_aug", "per-speaker standardisation, + one microphone/room variant of every clip",
-     linear("--embedding_norm", "speaker", "--augment_variants", "1")),
+    ("whisper_linear_std_balanced", "standardised, (corpus, emotion) pairs drawn equally often",
+     linear("--embedding_norm", "all", "--balanced_sampling", "true")),
+    ("whisper_linear_std_smooth", "standardised, label smoothing 0.1",
+     linear("--embedding_norm", "all", "--label_smoothing_factor", "0.1")),
+    ("whisper_linear_std_aug", "standardised, + one microphone/room variant of every clip",
+     linear("--embedding_norm", "all", "--augment_variants", "1")),
 ]
 
 

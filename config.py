@@ -118,8 +118,10 @@ class ModelArguments:
     image_weights: str | None = field(default=None, metadata={
         "help": "Image-pretrained weights for that CNN (google/efficientnet-b0, microsoft/resnet-18); none: random init."})
     embedding_norm: str = field(default="none", metadata={
-        "help": "Standardise the pooled embedding per group of training clips: none, corpus or speaker (each group's "
-                "own mean and std; removes the shift of language and recording setup). Needs a path to the embedding "
+        "help": "Standardise the pooled embedding: none, all (with the training set's mean and std), corpus or speaker "
+                "(each group of training clips with its own: removes the shift of language and recording setup). "
+                "Whatever the training groups, a model that standardises can judge a group of clips (a speaker, a "
+                "folder, one user's recordings) with the group's own statistics (infer.py --normalize). Needs a path to the embedding "
                 "without learned weights: a frozen encoder, --layer_mix concat or last, --projector_dim 0, --pooling "
                 "mean, mean_std or max. The checkpoint keeps the groups' average statistics for a clip heard alone."})
     train_alone: bool = field(default=False, metadata={

@@ -12,8 +12,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 EPS = 1e-5
-# How training groups its clips (train.py --embedding_norm): each key names a field of corpora.Utterance
-TRAIN_GROUPS: dict[str, Callable] = {"corpus": lambda row: row.corpus, "speaker": lambda row: row.speaker}
+# How training groups its clips (train.py --embedding_norm): all (one group: the training set's statistics), per
+# corpus or per speaker. Whatever the training groups, a group of clips at inference may use its own statistics.
+TRAIN_GROUPS: dict[str, Callable] = {"all": lambda row: "all", "corpus": lambda row: row.corpus,
+                                     "speaker": lambda row: row.speaker}
 
 
 def statistics(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
