@@ -89,6 +89,16 @@ class System:
     from_scratch: bool = False  # no pretrained weights at all
 
 
+# train.py's defaults before issue 12 made the best measured recipe its default: the systems measured before keep them
+PRE_ISSUE_12 = {"--pooling": "attention", "--layer_mix": "last", "--projector_dim": "256", "--classifier_hidden": "256",
+                "--val_speakers": "1", "--num_train_epochs": "40", "--embedding_norm": "none"}
+
+
+def pinned(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """Return `flags` with the pre-issue-12 default of every setting they leave out."""
+    return tuple(flags) + tuple(x for key, value in PRE_ISSUE_12.items() if key not in flags for x in (key, value))
+
+
 WHISPER = ("--backbone", "whisper", "--encoder", "{encoder}", "--save_fp16", "true")
 # Frozen-encoder heads: 20 epochs of batches of 8 on every non-test speaker, no early stopping (on EmoDB LOSO this
 # gave UA 0.864 where 12 epochs of batches of 32 gave 0.748: with a few hundred clips those heads were undertrained).
@@ -110,28 +120,30 @@ SYSTEMS = {s.name: s for s in [  # in run order: cheap first, so an interrupted 
     System("egemaps_svm", "eGeMAPSv02 + SVM", "baseline"),
     System("mfcc_mlp", "MFCC/chroma/mel + MLP", "baseline"),
     *[System(f"whisper_{key}_{p}".replace("__", "_"), f"Whisper-base frozen, {text}, {p} pooling", "ours",
-             WHISPER + ("--pooling", p, "--layer_mix", mix) + HEAD, default=key == "cat" or p == "mean")
+             pinned(WHISPER + ("--pooling", p, "--layer_mix", mix) + HEAD), default=key == "cat" or p == "mean")
       for key, (mix, text) in LAYER_MIXES.items() for p in POOLINGS],
     # The heads above end in a 256-unit ReLU layer; a linear classifier on the same frozen features fits ~430 EmoDB
     # clips per fold better (closer to the issue's logistic-regression reference).
     System("whisper_cat_mean_linear", "Whisper-base frozen, all layers side by side, mean pooling, linear classifier",
-           "ours", WHISPER + ("--pooling", "mean", "--layer_mix", "concat", "--classifier_hidden", "0") + HEAD),
-    System("cnn1d_light", "1-D CNN light, from scratch", "ours", CNN + ("--cnn_preset", "light"), from_scratch=True),
-    # The four other systems of the original design notes, with the recipes their issue measured.
-    System("logmel_cnn", "log-mel 2-D CNN, from scratch", "ours", ("--backbone", "logmel_cnn", "--num_train_epochs", "30"),
+           "ours", pinned(WHISPER + ("--pooling", "mean", "--layer_mix", "concat", "--classifier_hidden", "0") + HEAD)),
+    System("cnn1d_light", "1-D CNN light, from scratch", "ours", pinned(CNN + ("--cnn_preset", "light")),
            from_scratch=True),
+    # The four other systems of the original design notes, with the recipes their issue measured.
+    System("logmel_cnn", "log-mel 2-D CNN, from scratch", "ours",
+           pinned(("--backbone", "logmel_cnn", "--num_train_epochs", "30")), from_scratch=True),
     System("mfcc_lstm", "MFCC stacked LSTM (3 x 78), from scratch", "ours",
-           ("--backbone", "mfcc_lstm", "--pooling", "mean", "--num_train_epochs", "30"), from_scratch=True),
+           pinned(("--backbone", "mfcc_lstm", "--pooling", "mean", "--num_train_epochs", "30")), from_scratch=True),
     System("keyseg_cnn_bilstm", "key-segment CNN-BiLSTM (ResNet-18, random init)", "ours",
-           ("--backbone", "keyseg_cnn_bilstm", "--num_train_epochs", "25"), from_scratch=True),
+           pinned(("--backbone", "keyseg_cnn_bilstm", "--num_train_epochs", "25")), from_scratch=True),
     System("mel_efficientnet", "EfficientNet-B0 on mel spectrograms (random init), augmented", "ours",
-           ("--backbone", "mel_efficientnet", "--crop_seconds", "2", "--augment", "true", "--num_train_epochs", "20"),
+           pinned(("--backbone", "mel_efficientnet", "--crop_seconds", "2", "--augment", "true", "--num_train_epochs", "20")),
            from_scratch=True),
     System("whisper_ft_top2", "Whisper-base, top 2 layers fine-tuned after fitting the head (CPU)", "ours",
-           WHISPER + FINETUNE + ("--trainable_layers", "2")),
-    System("cnn1d_deep", "1-D CNN deep, from scratch", "ours", CNN + ("--cnn_preset", "deep"), from_scratch=True),
+           pinned(WHISPER + FINETUNE + ("--trainable_layers", "2"))),
+    System("cnn1d_deep", "1-D CNN deep, from scratch", "ours", pinned(CNN + ("--cnn_preset", "deep")),
+           from_scratch=True),
     System("whisper_ft_full", "Whisper-base, fully fine-tuned (GPU, bf16)", "ours",
-           WHISPER + FINETUNE + ("--trainable_layers", "0", "--bf16", "true"), needs_gpu=True),
+           pinned(WHISPER + FINETUNE + ("--trainable_layers", "0", "--bf16", "true")), needs_gpu=True),
     # issue 12's ideas for generalization, measured on leave-one-corpus-out (bench_loco.py)
     *[System(name, title, "ours", flags, default=False) for name, title, flags in IDEAS],
 ]}
@@ -151,7 +163,7 @@ def all_systems() -> dict[str, System]:
     for key in sorted(set(models.BACKBONES) - {"whisper", "cnn1d"}):
         encoder = ("--encoder", f"{{encoder:{key}}}") if key in HUB_ENCODERS else ()
         systems.setdefault(key, System(key, f"{key} (models.BACKBONES; recipe not tuned)", "extra",
-                                       ("--backbone", key, *encoder, "--num_train_epochs", "30", "--patience", "6"),
+                                       pinned(("--backbone", key, *encoder, "--num_train_epochs", "30", "--patience", "6")),
                                        default=False))
     return systems
 

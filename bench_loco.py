@@ -19,33 +19,35 @@ BASELINE_SYSTEM = "whisper_lw_mean_shipped"  # the recipe of the checkpoint ship
 WHISPER = ("--backbone", "whisper", "--encoder", "{encoder}", "--save_fp16", "true")
 
 
-def linear(*extra: str, pooling: str = "mean") -> tuple[str, ...]:
+def linear(*extra: str, pooling: str = "mean", norm: str = "none") -> tuple[str, ...]:
     """Flags of a linear classifier on every layer's pooled frames side by side, trained on pooled embeddings (no
     learned weights before it: the path where per-group standardisation of the embedding is possible)."""
     return WHISPER + ("--layer_mix", "concat", "--projector_dim", "0", "--pooling", pooling, "--classifier_hidden", "0",
-                      "--num_train_epochs", "20", "--per_device_train_batch_size", "32", "--val_speakers", "0") + extra
+                      "--num_train_epochs", "20", "--per_device_train_batch_size", "32", "--val_speakers", "0",
+                      "--embedding_norm", norm) + extra
 
 
 # (name, title, flags): each a LOCO idea, measured against BASELINE_SYSTEM on the same folds
 IDEAS = [
     (BASELINE_SYSTEM, "the shipped default's recipe: layer-weighted sum, mean pooling, 256-unit hidden layer, 12 epochs",
-     WHISPER + ("--pooling", "mean", "--layer_mix", "weighted", "--num_train_epochs", "12", "--val_speakers", "0")),
+     WHISPER + ("--pooling", "mean", "--layer_mix", "weighted", "--num_train_epochs", "12", "--val_speakers", "0",
+                "--projector_dim", "256", "--classifier_hidden", "256", "--embedding_norm", "none")),
     ("whisper_linear", "linear classifier on every layer's mean", linear()),
     ("whisper_linear_std", "+ embeddings standardised (the training set's statistics, or a group's own)",
-     linear("--embedding_norm", "all")),
-    ("whisper_linear_corpusnorm", "+ embeddings standardised per training corpus", linear("--embedding_norm", "corpus")),
+     linear(norm="all")),
+    ("whisper_linear_corpusnorm", "+ embeddings standardised per training corpus", linear(norm="corpus")),
     ("whisper_linear_speakernorm", "+ embeddings standardised per training speaker",
-     linear("--embedding_norm", "speaker")),
+     linear(norm="speaker")),
     ("whisper_linear_meanstd", "linear classifier on every layer's mean and standard deviation",
      linear(pooling="mean_std")),
     ("whisper_linear_speakernorm_alone", "per-speaker standardisation, also trained on clips standardised as if alone",
-     linear("--embedding_norm", "speaker", "--train_alone", "true")),
+     linear("--train_alone", "true", norm="speaker")),
     ("whisper_linear_std_balanced", "standardised, (corpus, emotion) pairs drawn equally often",
-     linear("--embedding_norm", "all", "--balanced_sampling", "true")),
+     linear("--balanced_sampling", "true", norm="all")),
     ("whisper_linear_std_smooth", "standardised, label smoothing 0.1",
-     linear("--embedding_norm", "all", "--label_smoothing_factor", "0.1")),
+     linear("--label_smoothing_factor", "0.1", norm="all")),
     ("whisper_linear_std_aug", "standardised, + one microphone/room variant of every clip",
-     linear("--embedding_norm", "all", "--augment_variants", "1")),
+     linear("--augment_variants", "1", norm="all")),
 ]
 
 

@@ -59,7 +59,9 @@ class DataArguments:
                 "share: the generalization figure), or 'all' (train on everything, no test)."})
     folds: int = field(default=5, metadata={"help": "k for speaker_kfold and random_kfold."})
     test_speakers: list[str] | None = field(default=None, metadata={"help": "Speakers for --protocol fixed, e.g. emodb:03."})
-    val_speakers: int = field(default=1, metadata={"help": "Speakers held out of each training fold for validation."})
+    val_speakers: int = field(default=0, metadata={
+        "help": "Speakers held out of each training fold for validation (early stopping and the best epoch; 0: train "
+                "every epoch on every non-test speaker, the default recipe)."})
     run_folds: str = field(default="all", metadata={"help": "'all' (cross-validation) or fold numbers, e.g. '0,3'."})
     crop_seconds: float | None = field(default=4.0, metadata={
         "help": "Random crop of each training clip when learning from raw audio (speed); none when the encoder is cached."})
@@ -97,8 +99,10 @@ class ModelArguments:
         "help": "With finetune: first train the new head alone for this many epochs on the cached frozen-encoder "
                 "layers (seconds per epoch), then fine-tune the encoder with it (linear probing, then fine-tuning). "
                 "0 = the head starts from random weights together with the encoder."})
-    pooling: str = field(default="attention", metadata={"help": f"One of {sorted(models.POOLINGS)}."})
-    layer_mix: str = field(default="last", metadata={
+    # The defaults are the recipe that generalised best to unseen corpora (docs/benchmarks.md, leave one corpus out):
+    # a frozen Whisper-base, the mean of every layer side by side, standardised, a linear classifier.
+    pooling: str = field(default="mean", metadata={"help": f"One of {sorted(models.POOLINGS)}."})
+    layer_mix: str = field(default="concat", metadata={
         "help": f"How the head reads the encoder's layers: one of {sorted(models.LAYER_MIXES)}. last: the top layer; "
                 "weighted: a learned softmax-weighted sum of every layer; concat: every layer side by side (the "
                 "projector learns one map per layer: the most accurate frozen head, about 1.5x the head's cost)."})
@@ -106,9 +110,9 @@ class ModelArguments:
     cnn_first_stride: int = field(default=1, metadata={"help": "Stride of the first cnn1d conv (1 = the original design)."})
     frame_pooling: int = field(default=2, metadata={
         "help": "Average every k encoder frames before the head (2 halves the head's cost; 1 = none). Ignored by cnn1d."})
-    projector_dim: int = field(default=256, metadata={"help": "Frame projection before pooling (0 = none)."})
+    projector_dim: int = field(default=0, metadata={"help": "Frame projection before pooling (0 = none)."})
     classifier_dropout: float = field(default=0.5, metadata={"help": "Dropout before the classifier."})
-    classifier_hidden: int = field(default=256, metadata={"help": "Hidden ReLU layer in the classifier (0 = linear)."})
+    classifier_hidden: int = field(default=0, metadata={"help": "Hidden ReLU layer in the classifier (0 = linear)."})
     n_mels: int = field(default=0, metadata={"help": "Mel bands of logmel_cnn, mel_efficientnet, keyseg_cnn_bilstm (0 = theirs)."})
     lstm_layers: int = field(default=3, metadata={"help": "mfcc_lstm: stacked LSTM layers."})
     lstm_hidden: int = field(default=78, metadata={"help": "mfcc_lstm: units per layer; keyseg_cnn_bilstm: per direction."})
@@ -117,12 +121,13 @@ class ModelArguments:
         "help": "mel_efficientnet: efficientnet-b0 (default) | efficientnet-tiny; keyseg_cnn_bilstm: resnet-18 | resnet-tiny."})
     image_weights: str | None = field(default=None, metadata={
         "help": "Image-pretrained weights for that CNN (google/efficientnet-b0, microsoft/resnet-18); none: random init."})
-    embedding_norm: str = field(default="none", metadata={
-        "help": "Standardise the pooled embedding: none, all (with the training set's mean and std), corpus or speaker "
+    embedding_norm: str = field(default="auto", metadata={
+        "help": "Standardise the pooled embedding: auto (all where the path allows it, else none), none, all (with "
+                "the training set's mean and std), corpus or speaker "
                 "(each group of training clips with its own: removes the shift of language and recording setup). "
                 "Whatever the training groups, a model that standardises can judge a group of clips (a speaker, a "
-                "folder, one user's recordings) with the group's own statistics (infer.py --normalize). Needs a path to the embedding "
-                "without learned weights: a frozen encoder, --layer_mix concat or last, --projector_dim 0, --pooling "
+                "folder, one user's recordings) with the group's own statistics (infer.py --normalize). Needs a path "
+                "to the embedding without learned weights: a frozen encoder, --layer_mix concat or last, --projector_dim 0, --pooling "
                 "mean, mean_std or max. The checkpoint keeps the groups' average statistics for a clip heard alone."})
     train_alone: bool = field(default=False, metadata={
         "help": "With --embedding_norm: also train on every clip standardised with the model's own statistics, as a "
@@ -142,7 +147,7 @@ class ModelArguments:
 # Defaults that differ from TrainingArguments' own; anything on the command line overrides them. Evaluation and
 # checkpoints are per epoch; a run without a validation set does not evaluate (see evaluation_settings).
 TRAINING_DEFAULTS = {
-    "output_dir": "runs/latest", "num_train_epochs": 40, "learning_rate": 1e-3, "per_device_train_batch_size": 32,
+    "output_dir": "runs/latest", "num_train_epochs": 20, "learning_rate": 1e-3, "per_device_train_batch_size": 32,
     "per_device_eval_batch_size": 32, "warmup_steps": 0.05, "weight_decay": 0.01, "lr_scheduler_type": "cosine",
     "logging_strategy": "epoch", "save_total_limit": 2, "report_to": "none", "seed": 0,
     "dataloader_pin_memory": False, "eval_strategy": "epoch", "save_strategy": "epoch",
@@ -206,6 +211,17 @@ def check_settings(dargs: DataArguments, targs: TrainingArguments, given: dict, 
 def _name(strategy) -> str:
     """Return a TrainingArguments strategy (an enum or text) as its text: "epoch", "steps", "no"."""
     return str(getattr(strategy, "value", strategy))
+
+
+def resolve_embedding_norm(margs) -> str:
+    """Return --embedding_norm with auto resolved: all where the path to the pooled embedding has no learned weights
+    (a frozen pretrained encoder, last or concat layers, no projector, parameter-free pooling), else none."""
+    if margs.embedding_norm != "auto":
+        return margs.embedding_norm
+    free = (hasattr(models.BACKBONES[margs.backbone], "load_encoder") and margs.encoder_mode == "frozen"
+            and margs.layer_mix in ("last", "concat") and not margs.projector_dim
+            and margs.pooling in models.PARAMETER_FREE_POOLINGS)
+    return "all" if free else "none"
 
 
 def evaluation_settings(targs: TrainingArguments, given: dict, has_val: bool, val_is_test: bool = False,

@@ -30,7 +30,7 @@ from transformers.trainer_utils import get_last_checkpoint
 import models
 from augment import training_dataset
 from config import (PROTOCOLS, DataArguments, ModelArguments, check_settings, evaluation_settings, given_flags,
-                    parse_args)
+                    parse_args, resolve_embedding_norm)
 from corpora import label_map, parse_merge, read_corpora, read_hf_splits, relabel
 from data_process import (EmbeddingsDataset, LayersDataset, WaveCollator, WaveDataset, collate_embeddings, collate_layers,
                           load_audio, make_folds)
@@ -61,7 +61,7 @@ def build_model(margs: ModelArguments, labels: list[str], encoder: tuple[dict, d
         trainable_layers=margs.trainable_layers, layer_mix=margs.layer_mix,
         normalize_layers=margs.backbone != "cnn1d", frame_pooling=margs.frame_pooling if encoder else 1,
         projector_dim=margs.projector_dim or None, classifier_dropout=margs.classifier_dropout,
-        classifier_hidden=margs.classifier_hidden, embedding_norm=margs.embedding_norm,
+        classifier_hidden=margs.classifier_hidden, embedding_norm=resolve_embedding_norm(margs),
         n_mels=margs.n_mels or None, lstm_layers=margs.lstm_layers, lstm_hidden=margs.lstm_hidden,
         key_beta=margs.key_beta, image_model=margs.image_model, image_weights=margs.image_weights,
         id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
@@ -374,6 +374,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--protocol {dargs.protocol!r} is not one of {PROTOCOLS}")
     if margs.backbone not in models.BACKBONES:
         raise ValueError(f"--backbone {margs.backbone!r} is not one of {sorted(models.BACKBONES)}")
+    margs.embedding_norm = resolve_embedding_norm(margs)  # auto: standardise where the recipe allows it
     single_fold = dargs.dataset_name or dargs.protocol in ("all", "fixed", "random")
     check_settings(dargs, targs, given, 1 if single_fold else None)
     has_val = bool(dargs.dataset_name) or dargs.protocol in ("random", "random_kfold") or (

@@ -3,9 +3,9 @@ from transformers import AutoConfig, AutoModelForAudioClassification
 
 from .configuration import EmotionConfig
 from .classifier import BACKBONES, LAYER_MIXES, EmotionClassifier
-from .pooling import POOLINGS
+from .pooling import PARAMETER_FREE_POOLINGS, POOLINGS
 
 AutoConfig.register(EmotionConfig.model_type, EmotionConfig)
 AutoModelForAudioClassification.register(EmotionConfig, EmotionClassifier)
 
-__all__ = ["BACKBONES", "LAYER_MIXES", "POOLINGS", "EmotionClassifier", "EmotionConfig"]
+__all__ = ["BACKBONES", "LAYER_MIXES", "PARAMETER_FREE_POOLINGS", "POOLINGS", "EmotionClassifier", "EmotionConfig"]
