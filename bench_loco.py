@@ -35,6 +35,8 @@ IDEAS = [
     ("whisper_linear", "linear classifier on every layer's mean", linear()),
     ("whisper_linear_std", "+ embeddings standardised (the training set's statistics, or a group's own)",
      linear(norm="all")),
+    ("whisper_linear_std_l1", "standardised, without layer 0 (the convolutions' output, before any transformer layer)",
+     linear("--first_layer", "1", norm="all")),
     ("whisper_linear_corpusnorm", "+ embeddings standardised per training corpus", linear(norm="corpus")),
     ("whisper_linear_speakernorm", "+ embeddings standardised per training speaker",
      linear(norm="speaker")),

@@ -106,6 +106,9 @@ class ModelArguments:
         "help": f"How the head reads the encoder's layers: one of {sorted(models.LAYER_MIXES)}. last: the top layer; "
                 "weighted: a learned softmax-weighted sum of every layer; concat: every layer side by side (the "
                 "projector learns one map per layer: the most accurate frozen head, about 1.5x the head's cost)."})
+    first_layer: int = field(default=0, metadata={
+        "help": "The head reads the encoder's layers from this one on: 0 is the input embedding (Whisper: the output "
+                "of its two convolutions, before any transformer layer), 1 the first transformer layer."})
     cnn_preset: str = field(default="light", metadata={"help": "cnn1d preset: light (4 blocks) or deep (7 blocks)."})
     cnn_first_stride: int = field(default=1, metadata={"help": "Stride of the first cnn1d conv (1 = the original design)."})
     frame_pooling: int = field(default=2, metadata={

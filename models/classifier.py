@@ -100,7 +100,10 @@ class EmotionClassifier(PreTrainedModel):
         if config.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {config.pooling!r}; one of {sorted(POOLINGS)}")
         self.backbone = BACKBONES[config.backbone](config)
-        self.layer_mix = LAYER_MIXES[config.layer_mix](self.backbone.num_layers, self.backbone.output_dim)
+        if not 0 <= config.first_layer < self.backbone.num_layers:
+            raise ValueError(f"first_layer {config.first_layer}: the backbone has layers 0 to {self.backbone.num_layers - 1}")
+        self.layer_mix = LAYER_MIXES[config.layer_mix](self.backbone.num_layers - config.first_layer,
+                                                       self.backbone.output_dim)
         dim = self.layer_mix.output_dim
         if config.projector_dim:
             self.projector, dim = nn.Linear(dim, config.projector_dim), config.projector_dim
@@ -150,7 +153,8 @@ class EmotionClassifier(PreTrainedModel):
 
     def pool_layers(self, encoder_layers: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """(B, L, T, D) layers and (B, T) mask -> (B, F) pooled embedding, before any normalisation."""
-        hidden = self.projector(self.layer_mix(encoder_layers.to(self.dtype)))  # (B, T, D)
+        layers = encoder_layers[:, self.config.first_layer:].to(self.dtype)  # the layers the head reads
+        hidden = self.projector(self.layer_mix(layers))  # (B, T, D)
         return self.pool(hidden, frame_mask.bool())
 
     def embed(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
