@@ -22,6 +22,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parent
+CONCURRENT_REQUESTS = 8  # requests decoding or waiting for the model at once (see main)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,8 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(f"warning: no loadable checkpoint in {store.root}; the page will say so", file=sys.stderr)
     demo = build(store, args.max_seconds)
-    # a 10-minute 48 kHz stereo WAV is about 110 MB; refuse much larger uploads before they reach the callbacks
-    demo.queue(default_concurrency_limit=1).launch(
+    # Requests decode and check their audio side by side, then queue their model calls on one worker
+    # that serves them in turns (ui/scheduler.py): a long recording no longer holds up everyone else.
+    # The limit bounds the audio held in memory at once; further requests wait in Gradio's queue.
+    # A 10-minute 48 kHz stereo WAV is about 110 MB; refuse much larger uploads before they reach the callbacks.
+    demo.queue(default_concurrency_limit=CONCURRENT_REQUESTS).launch(
         server_name=args.host, server_port=args.port, max_file_size="200mb", footer_links=["api"])
 
 

@@ -60,8 +60,12 @@ class Recognizer:
             out[chosen] = torch.softmax(logits, dim=-1).numpy()
         return out
 
-    def windows(self, audio: np.ndarray, window_seconds: float | None = None, hop_seconds: float | None = None) -> list[Window]:
-        """Return the probabilities of each half-overlapping window of `audio` (one window if it fits)."""
+    def windows(self, audio: np.ndarray, window_seconds: float | None = None, hop_seconds: float | None = None,
+                score=None) -> list[Window]:
+        """Return the probabilities of each half-overlapping window of `audio` (one window if it fits).
+
+        `score(clips)` computes the probabilities (default: self.probabilities; the app queues them).
+        """
         size = int((window_seconds or self.window_seconds) * SAMPLE_RATE)
         hop = int((hop_seconds or (window_seconds or self.window_seconds) / 2) * SAMPLE_RATE)
         if len(audio) <= size:
@@ -69,7 +73,7 @@ class Recognizer:
         else:  # the last window ends with the audio, so no tail is scored on a sliver
             starts = list(range(0, len(audio) - size, hop)) + [len(audio) - size]
         clips = [audio[s:s + size] for s in starts]
-        probs = self.probabilities(clips)
+        probs = (score or self.probabilities)(clips)
         return [Window(s / SAMPLE_RATE, (s + len(c)) / SAMPLE_RATE, p) for s, c, p in zip(starts, clips, probs)]
 
     def predict(self, audio: np.ndarray) -> tuple[dict[str, float], list[Window]]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
 import numpy as np
@@ -15,6 +17,7 @@ import pandas as pd
 
 from data_process import SAMPLE_RATE, AudioError, load_audio, to_model_rate
 from ui.model_store import ModelStore
+from ui.scheduler import Scheduler
 
 DEFAULT_MAX_SECONDS = 600.0  # longest audio accepted (--max_seconds)
 MIN_SECONDS = 0.3            # shorter clips hold no judgeable speech
@@ -25,6 +28,7 @@ SILENCE_DBFS = -65.0         # loudest 30 ms frame below this: silent (the quiet
 VAD_MODE = 2                 # webrtcvad aggressiveness 0-3; 3 misses some quiet acted speech
 VAD_FRAME_S = 0.03
 MIN_SPEECH_S = 0.2           # voiced time needed to call it speech
+SCHEDULER = Scheduler()      # runs every model call of the process, in turns (ui/scheduler.py)
 
 
 class UserError(gr.Error):
@@ -143,24 +147,27 @@ def load_model(store: ModelStore, name: str | None):
         raise UserError(f"The model '{name}' could not be loaded ({type(err).__name__}: {err}).") from None
 
 
-def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> Analysis:
+def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS,
+            progress: Callable[[int, int], None] | None = None) -> Analysis:
     """Return every emotion's probability for the audio `value` scored with checkpoint `model_name`.
 
     Audio up to LONG_AUDIO_S is scored whole (as infer.Recognizer.predict does); longer audio is
     scored in TIMELINE_WINDOW_S windows and the whole clip gets their mean, so that the timeline
-    and the overall answer come from one pass.
+    and the overall answer come from one pass. The model runs on the shared SCHEDULER, which
+    calls `progress(windows done, windows)` while a long recording is scored.
     """
     start = time.perf_counter()
     recognizer = load_model(store, model_name)
     audio = read_audio(value, max_seconds)
     check_speech(audio)
     seconds = len(audio) / SAMPLE_RATE
+    score = partial(SCHEDULER.probabilities, recognizer, progress=progress)
     if seconds > LONG_AUDIO_S:
-        windows = recognizer.windows(audio, TIMELINE_WINDOW_S, TIMELINE_HOP_S)
-        mean = np.mean([w.probs for w in windows], axis=0)
-        probs = dict(zip(recognizer.labels, map(float, mean)))
+        windows = recognizer.windows(audio, TIMELINE_WINDOW_S, TIMELINE_HOP_S, score=score)
     else:
-        probs, windows = recognizer.predict(audio)
+        windows = recognizer.windows(audio, score=score)
+    mean = np.mean([w.probs for w in windows], axis=0)
+    probs = dict(zip(recognizer.labels, map(float, mean)))
     if not all(np.isfinite(p) for p in probs.values()):
         raise UserError(f"The model '{model_name}' computed invalid numbers (NaN) for this audio; try another model.")
     ranked = dict(sorted(probs.items(), key=lambda item: item[1], reverse=True))
@@ -202,9 +209,13 @@ def summary(analysis: Analysis) -> str:
 RESULT_OUTPUTS = ("note", "label", "bars", "timeline", "table")
 
 
-def predict(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> tuple:
+def predict(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS,
+            progress=gr.Progress()) -> tuple:
     """Return (note, label, bars, timeline, table) for the page, the last two shown only for long audio."""
-    analysis = analyse(value, model_name, store, max_seconds)
+    def windows_done(done: int, total: int) -> None:
+        progress((done, total), desc="Scoring", unit="windows")
+
+    analysis = analyse(value, model_name, store, max_seconds, progress=windows_done)
     labels = store.get(model_name).labels
     long = analysis.seconds > LONG_AUDIO_S
     return (
