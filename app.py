@@ -1,7 +1,7 @@
 """Serve the speech emotion recognition page: record or upload speech, see every emotion's probability.
 
     python app.py                                   # http://127.0.0.1:7860, models from checkpoints/
-    python app.py --host 0.0.0.0 --port 8080 --checkpoints runs/mine --max_seconds 120
+    python app.py --host 0.0.0.0 --port 8080 --checkpoints runs/mine --max_seconds 120 --max_upload_mb 50
 
 The model chosen at launch is the one named in CHECKPOINTS/default.txt, else the checkpoint with
 the highest held-out UA. Nothing is fetched from the network.
@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"),
                         help="folder whose checkpoint subfolders the page offers; nothing else can be loaded")
     parser.add_argument("--max_seconds", type=float, default=600.0, help="longest audio accepted, in seconds")
+    parser.add_argument("--max_upload_mb", type=float, default=200.0,
+                        help="largest upload accepted, in MB (a 10-minute 48 kHz stereo WAV is about 110 MB); "
+                             "larger files are refused before they are stored")
     return parser.parse_args(argv)
 
 
@@ -54,9 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     # Requests decode and check their audio side by side, then queue their model calls on one worker
     # that serves them in turns (ui/scheduler.py): a long recording no longer holds up everyone else.
     # The limit bounds the audio held in memory at once; further requests wait in Gradio's queue.
-    # A 10-minute 48 kHz stereo WAV is about 110 MB; refuse much larger uploads before they reach the callbacks.
     demo.queue(default_concurrency_limit=CONCURRENT_REQUESTS).launch(
-        server_name=args.host, server_port=args.port, max_file_size="200mb", footer_links=["api"])
+        server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 1e6),
+        footer_links=["api"])
 
 
 if __name__ == "__main__":

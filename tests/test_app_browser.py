@@ -5,6 +5,8 @@ Set SER_UI_SCREENSHOTS=DIR to keep a screenshot of each step.
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -83,13 +85,17 @@ def labels_of(name: str, request) -> list[str]:
     return [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
 
 
-def test_upload_shows_every_probability(page, request):
+def test_upload_shows_every_probability(page, request, tmp_path):
     from infer import Recognizer
     from data_process import load_audio
+    from ui.uploads import upload_folder
 
     assert page.input_value("#model-choice input").startswith(f"{DEFAULT} — UA ")
-    upload(page, recording("03a01Wa.wav"))
+    mine = tmp_path / f"speech-{uuid.uuid4().hex}.wav"
+    shutil.copy(recording("03a01Wa.wav"), mine)
+    upload(page, mine)
     note = wait_for_result(page, DEFAULT)
+    assert not list(upload_folder().glob(f"*/{mine.name}"))  # the server's copy is deleted once analysed
     shown = probabilities(page)
     assert sorted(shown) == sorted(labels_of(DEFAULT, request))
     assert list(shown.values()) == sorted(shown.values(), reverse=True)  # highest first

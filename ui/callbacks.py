@@ -17,6 +17,7 @@ import pandas as pd
 
 from data_process import SAMPLE_RATE, AudioError, load_audio, to_model_rate
 from ui.model_store import ModelStore
+from ui import uploads
 from ui.scheduler import Scheduler
 
 DEFAULT_MAX_SECONDS = 600.0  # longest audio accepted (--max_seconds)
@@ -29,6 +30,7 @@ VAD_MODE = 2                 # webrtcvad aggressiveness 0-3; 3 misses some quiet
 VAD_FRAME_S = 0.03
 MIN_SPEECH_S = 0.2           # voiced time needed to call it speech
 SCHEDULER = Scheduler()      # runs every model call of the process, in turns (ui/scheduler.py)
+RECENT = uploads.RecentUploads()  # uploads already read (and deleted), for Analyse again and model switches
 
 
 class UserError(gr.Error):
@@ -72,6 +74,43 @@ def _too_long(seconds: float, max_seconds: float) -> gr.Error:
                     "Upload a shorter excerpt.")
 
 
+def _read_file(path: Path, max_seconds: float) -> np.ndarray:
+    """Return the audio file `path` as 16 kHz mono float32, or raise UserError saying why not."""
+    seconds = _file_seconds(path)
+    if seconds is not None and seconds > max_seconds:  # refuse before decoding a huge file
+        raise _too_long(seconds, max_seconds)
+    try:
+        audio = load_audio(path)
+    except AudioError as err:  # name the file as the user knows it, not the server's temp path
+        reason = str(err).replace(f"{path}: ", "", 1).replace(str(path), path.name)
+        detail = "" if reason.startswith("not a readable audio file") else f" ({reason})"
+        raise UserError(f"'{path.name}' could not be read as audio: it is not an audio file or it is "
+                        f"corrupt{detail}.") from None
+    if len(audio) > max_seconds * SAMPLE_RATE:
+        raise _too_long(len(audio) / SAMPLE_RATE, max_seconds)
+    return audio
+
+
+def _read_upload(path: Path, max_seconds: float) -> np.ndarray:
+    """Return an upload's audio: read once, then deleted, and kept in memory (ui/uploads.py) for re-scoring."""
+    with RECENT.reading(path):
+        kept = RECENT.get(path)
+        if kept is None and not path.exists():
+            raise UserError("This upload is no longer on the server (uploads are deleted once analysed): "
+                            "upload or record it again.")
+        if kept is None:
+            try:
+                kept = _read_file(path, max_seconds)
+            except UserError as err:
+                kept = err.message
+            finally:
+                uploads.discard(path)
+            RECENT.put(path, kept)
+    if isinstance(kept, str):
+        raise UserError(kept)
+    return kept
+
+
 def read_audio(value, max_seconds: float = DEFAULT_MAX_SECONDS) -> np.ndarray:
     """Return the recording or file `value` as 16 kHz mono float32.
 
@@ -81,17 +120,7 @@ def read_audio(value, max_seconds: float = DEFAULT_MAX_SECONDS) -> np.ndarray:
     if value is None or (isinstance(value, str) and not value):
         raise UserError("No audio yet: record with the microphone or upload a file, then press Analyse.")
     if isinstance(value, (str, Path)):
-        path = Path(value)
-        seconds = _file_seconds(path)
-        if seconds is not None and seconds > max_seconds:  # refuse before decoding a huge file
-            raise _too_long(seconds, max_seconds)
-        try:
-            audio = load_audio(path)
-        except AudioError as err:  # name the file as the user knows it, not the server's temp path
-            reason = str(err).replace(f"{path}: ", "", 1).replace(str(path), path.name)
-            detail = "" if reason.startswith("not a readable audio file") else f" ({reason})"
-            raise UserError(f"'{path.name}' could not be read as audio: it is not an audio file or it is "
-                           f"corrupt{detail}.") from None
+        audio = _read_upload(Path(value), max_seconds) if uploads.is_upload(value) else _read_file(Path(value), max_seconds)
     else:
         rate, samples = value
         try:

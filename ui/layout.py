@@ -9,6 +9,8 @@ from ui import callbacks
 from ui.callbacks import DEFAULT_MAX_SECONDS, LONG_AUDIO_S
 from ui.model_store import ModelStore
 
+SWEEP_CACHE = (600, 3600)  # every 10 min, delete the app's temporary files older than 1 h
+
 INTRO = """# Speech emotion recognition
 Record with the microphone or upload speech (wav, flac, mp3, ogg, webm; up to {limit}). The model
 gives the probability of each emotion it knows. Audio longer than {long:.0f} s also gets a timeline.
@@ -27,7 +29,9 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
     predict = partial(callbacks.predict, store=store, max_seconds=max_seconds)
     select = partial(callbacks.select_model, store=store, max_seconds=max_seconds)
 
-    with gr.Blocks(title="Speech emotion recognition", analytics_enabled=False) as demo:
+    # uploads are deleted once read (ui/uploads.py); this sweep removes what no event read (an upload
+    # sent without a request) and the app's own temporary files, an hour after they were made
+    with gr.Blocks(title="Speech emotion recognition", analytics_enabled=False, delete_cache=SWEEP_CACHE) as demo:
         gr.Markdown(INTRO.format(limit=_limit_text(max_seconds), long=LONG_AUDIO_S))
         active = gr.State(default)  # the model in use; the dropdown returns to it if a load fails
         with gr.Row(equal_height=False):
