@@ -142,3 +142,25 @@ def test_a_file_that_is_not_audio_gets_a_message(page, tmp_path):
     upload(page, recording("03a01Wa.wav"))  # the server keeps serving
     wait_for_result(page, DEFAULT)
     assert "Traceback" not in app_log()
+
+
+def test_live_microphone_updates_every_second_while_speaking(page, request):
+    import re
+    import time
+
+    page.click("#live-input button.record-button")  # Chromium's fake device plays the recording, looped
+    notes, deadline = [], time.time() + WAIT_MS / 1000
+    while time.time() < deadline:
+        note = page.inner_text("#result-note")
+        heard = re.search(r"Live · .* model " + DEFAULT + r" · (\d+) s heard", note)
+        if heard and (not notes or note != notes[-1]):
+            notes.append(note)
+        if heard and int(heard.group(1)) >= 5:
+            break
+        time.sleep(0.2)
+    assert len(notes) >= 3, notes  # several updates while speaking, not one at the end
+    shown = probabilities(page)
+    assert sorted(shown) == sorted(labels_of(DEFAULT, request)) and abs(sum(shown.values()) - 1) < 1e-3
+    assert page.locator("#timeline").is_visible() and not page.locator("#windows").is_visible()
+    page.click("#live-input button.stop-button")
+    assert "Traceback" not in app_log()

@@ -203,9 +203,9 @@ def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float
     return Analysis(model_name, ranked, windows, seconds, time.perf_counter() - start)
 
 
-def bars_frame(analysis: Analysis) -> pd.DataFrame:
-    """Return one row per emotion (emotion, probability), highest first, for the bar chart."""
-    return pd.DataFrame({"emotion": list(analysis.probabilities), "probability": list(analysis.probabilities.values())})
+def bars_frame(probabilities: dict[str, float]) -> pd.DataFrame:
+    """Return one row per emotion (emotion, probability), in the order given, for the bar chart."""
+    return pd.DataFrame({"emotion": list(probabilities), "probability": list(probabilities.values())})
 
 
 def windows_table(analysis: Analysis, labels: list[str]) -> pd.DataFrame:
@@ -219,10 +219,10 @@ def windows_table(analysis: Analysis, labels: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def timeline_frame(analysis: Analysis, labels: list[str]) -> pd.DataFrame:
+def timeline_frame(windows: list, labels: list[str]) -> pd.DataFrame:
     """Return long-form rows (time at the window's centre, emotion, probability) for the timeline plot."""
     return pd.DataFrame([{"time (s)": round((w.start + w.end) / 2, 2), "emotion": label, "probability": float(p)}
-                         for w in analysis.windows for label, p in zip(labels, w.probs)])
+                         for w in windows for label, p in zip(labels, w.probs)])
 
 
 def summary(analysis: Analysis) -> str:
@@ -250,8 +250,8 @@ def predict(value, model_name: str | None, store: ModelStore, max_seconds: float
     return (
         summary(analysis),
         analysis.probabilities,
-        bars_frame(analysis),
-        gr.update(value=timeline_frame(analysis, labels) if long else None, visible=long),
+        bars_frame(analysis.probabilities),
+        gr.update(value=timeline_frame(analysis.windows, labels) if long else None, visible=long),
         gr.update(value=windows_table(analysis, labels) if long else None, visible=long),
     )
 
