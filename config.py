@@ -12,7 +12,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 import models
 
-PROTOCOLS = ("loso", "speaker_kfold", "loso_session", "fixed", "random", "random_kfold", "all")
+PROTOCOLS = ("loso", "speaker_kfold", "loso_session", "fixed", "random", "random_kfold", "loco", "all")
 
 
 @dataclass
@@ -26,7 +26,8 @@ class DataArguments:
     protocol: str = field(default="loso", metadata={
         "help": f"Split protocol, one of {PROTOCOLS}: leave-one-speaker-out, k speaker folds, leave-one-session-out, "
                 "fixed test speakers, stratified random (9:1), k stratified random folds (speaker-dependent), "
-                "or 'all' (train on everything, no test)."})
+                "leave one corpus out (loco: each corpus tested once, trained on the others, over the emotions they "
+                "share: the generalization figure), or 'all' (train on everything, no test)."})
     folds: int = field(default=5, metadata={"help": "k for speaker_kfold and random_kfold."})
     test_speakers: list[str] | None = field(default=None, metadata={"help": "Speakers for --protocol fixed, e.g. emodb:03."})
     val_speakers: int = field(default=1, metadata={"help": "Speakers held out of each training fold for validation."})
@@ -35,6 +36,16 @@ class DataArguments:
         "help": "Random crop of each training clip when learning from raw audio (speed); none when the encoder is cached."})
     cache_dir: str | None = field(default=None, metadata={"help": "Encoder-output cache; default $SER_CACHE or ~/.cache/ser."})
     max_files: int | None = field(default=None, metadata={"help": "Use only this many files, drawn at random with the seed (a quick try)."})
+    normalize_test: str = field(default="none", metadata={
+        "help": "With --embedding_norm: how the test clips are standardised for the reported figures: none (each clip "
+                "alone, with the training groups' average statistics, as the app scores one recording), speaker or "
+                "corpus (the statistics of each test speaker's / corpus's clips, as infer.py --normalize does). The "
+                "fold reports hold all three."})
+    augment_variants: int = field(default=0, metadata={
+        "help": "With a frozen encoder: also train on K augmented variants of every training clip that imitate real "
+                "microphones and rooms (babble or coloured noise at 5-20 dB SNR, a room, a telephone or laptop band, "
+                "an Opus/MP3 round trip, gain and clipping; microphones.py). Each variant's encoder output is cached "
+                "under its own key, so only the first run pays for it."})
     augment: bool = field(default=False, metadata={
         "help": "Augment training clips (audiomentations: Gaussian noise, gain, time shift; see augment.py)."})
 
@@ -74,6 +85,11 @@ class ModelArguments:
         "help": "mel_efficientnet: efficientnet-b0 (default) | efficientnet-tiny; keyseg_cnn_bilstm: resnet-18 | resnet-tiny."})
     image_weights: str | None = field(default=None, metadata={
         "help": "Image-pretrained weights for that CNN (google/efficientnet-b0, microsoft/resnet-18); none: random init."})
+    embedding_norm: str = field(default="none", metadata={
+        "help": "Standardise the pooled embedding per group of training clips: none, corpus or speaker (each group's "
+                "own mean and std; removes the shift of language and recording setup). Needs a path to the embedding "
+                "without learned weights: a frozen encoder, --layer_mix concat or last, --projector_dim 0, --pooling "
+                "mean, mean_std or max. The checkpoint keeps the groups' average statistics for a clip heard alone."})
     class_weighted: bool = field(default=False, metadata={"help": "Weight the loss by inverse class frequency."})
     patience: int = field(default=8, metadata={"help": "Early stopping: epochs without a better validation UA."})
     save_fp16: bool = field(default=False, metadata={"help": "Store the final weights in float16 (half the size)."})

@@ -114,7 +114,10 @@ def make_folds(
     protocols: random (stratified 8:1:1, the original 9:1 train/test with a validation slice),
     random_kfold (k stratified folds of utterances: speaker-dependent, every speaker in train and test),
     speaker_kfold (k folds of whole speakers), loso (leave one speaker out),
-    loso_session (leave one session out), fixed (the given test speakers).
+    loso_session (leave one session out), fixed (the given test speakers),
+    loco (leave one corpus out: the corpus is the prefix of the speaker, "emodb:03"; its test clips are
+    only those whose emotion the other corpora also carry, so every test label was trained on).
+    Every fold has a "name": the test corpus for loco, else its test speakers.
     """
     labels, speakers = np.asarray(labels), np.asarray(speakers)
     rng = np.random.default_rng(seed)
@@ -122,7 +125,7 @@ def make_folds(
     if protocol == "random":
         rest, test = _stratified_split(every, labels, 0.1, rng)
         train, val = _stratified_split(rest, labels, 1 / 9, rng)
-        return [{"train": train, "val": val, "test": test}]
+        return [{"train": train, "val": val, "test": test, "name": "random 10 %"}]
     if protocol == "random_kfold":
         if not 2 <= k <= len(labels):
             raise ValueError(f"random_kfold needs 2 <= k <= number of utterances ({len(labels)}), got k={k}")
@@ -133,7 +136,7 @@ def make_folds(
         folds = []
         for i in range(k):
             train, val = _stratified_split(every[part != i], labels, 1 / 9, rng)
-            folds.append({"train": train, "val": val, "test": every[part == i]})
+            folds.append({"train": train, "val": val, "test": every[part == i], "name": f"random fold {i}"})
         return folds
     if protocol == "loso":
         groups = [[s] for s in np.unique(speakers)]
@@ -147,6 +150,11 @@ def make_folds(
         if k < 2 or k > len(spk):
             raise ValueError(f"speaker_kfold needs 2 <= k <= number of speakers ({len(spk)}), got k={k}")
         groups = [list(part) for part in np.array_split(spk, k)]
+    elif protocol == "loco":
+        corpus = np.array([s.split(":", 1)[0] for s in speakers])
+        if len(np.unique(corpus)) < 2:
+            raise ValueError(f"leave-one-corpus-out needs two corpora or more, got {sorted(set(corpus))}")
+        groups = [sorted(set(speakers[corpus == c])) for c in np.unique(corpus)]
     elif protocol == "fixed":
         missing = sorted(set(test_speakers or []) - set(speakers))
         if not test_speakers or missing:
@@ -154,12 +162,16 @@ def make_folds(
         groups = [list(test_speakers)]
     else:
         raise ValueError(f"unknown protocol {protocol!r}; one of random, random_kfold, speaker_kfold, loso, loso_session, "
-                         "fixed")
+                         "fixed, loco")
     folds = []
     for group in groups:
         is_test = np.isin(speakers, group)
         train, val = _speaker_val(every[~is_test], speakers, labels, val_speakers, rng)
-        folds.append({"train": train, "val": val, "test": every[is_test]})
+        test = every[is_test]
+        if protocol == "loco":  # a test emotion no other corpus carries cannot be recognised: leave it out
+            test = test[np.isin(labels[test], labels[train])]
+        name = group[0].split(":", 1)[0] if protocol == "loco" else ",".join(group)
+        folds.append({"train": train, "val": val, "test": test, "name": name})
     return folds
 
 
@@ -213,6 +225,32 @@ class LayersDataset:
 
     def __getitem__(self, i: int) -> dict:
         return {"encoder_layers": self.layers[i], "labels": self.label_ids[i]}
+
+
+class EmbeddingsDataset:
+    """Pooled embeddings (F,) of each clip with its label id and, when normalising, its group's mean and std."""
+
+    def __init__(self, embeddings: np.ndarray, label_ids: Sequence[int], mean: np.ndarray | None = None,
+                 std: np.ndarray | None = None):
+        self.embeddings, self.label_ids, self.mean, self.std = embeddings, list(label_ids), mean, std
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"embeddings": self.embeddings[i], "labels": self.label_ids[i]}
+        if self.mean is not None:
+            item.update(embedding_mean=self.mean[i], embedding_std=self.std[i])
+        return item
+
+
+def collate_embeddings(items: list[dict]) -> dict:
+    """Stacks embeddings (and group statistics) to (B, F) float32 tensors, labels to (B,)."""
+    import torch
+
+    batch = {key: torch.from_numpy(np.stack([it[key] for it in items]).astype(np.float32))
+             for key in ("embeddings", "embedding_mean", "embedding_std") if key in items[0]}
+    return {**batch, "labels": torch.tensor([it["labels"] for it in items])}
 
 
 def collate_layers(items: list[dict]) -> dict:

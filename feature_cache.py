@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,32 +34,40 @@ def encoder_key(model) -> str:
 
 @torch.no_grad()
 def cached_layers(model, feature_extractor, paths: Sequence[str], cache_dir: str | Path | None = None,
-                  progress: bool = True) -> tuple[list[np.ndarray | None], list[str]]:
+                  progress: bool = True, variant: tuple[str, Callable] | None = None
+                  ) -> tuple[list[np.ndarray | None], list[str]]:
     """Return every clip's encoder layers (L, T, D) as float16, computing only what the cache lacks.
 
     Files that cannot be decoded come back as None, with one message each in the second list.
+    variant: (key, make) gives an augmented variant of each clip instead, `make(i, audio, digest) -> audio`,
+    cached as "<digest>~<key>.npy": never the clean clip's "<digest>.npy", and reused by the next run.
     """
     folder = Path(cache_dir or default_cache_dir()) / "layers" / encoder_key(model)
     folder.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
     out, problems = [], []
-    for path in tqdm(paths, desc="encoder layers", disable=not progress, unit="clip"):
+    desc = "encoder layers" + (f" ({variant[0]})" if variant else "")
+    for i, path in enumerate(tqdm(paths, desc=desc, disable=not progress, unit="clip")):
         try:
             audio = load_audio(path)
         except AudioError as err:
             out.append(None)
             problems.append(str(err))
             continue
-        entry = folder / f"{audio_digest(audio)}.npy"
+        digest = audio_digest(audio)
+        entry = folder / (f"{digest}.npy" if variant is None else f"{digest}~{variant[0]}.npy")
         if entry.exists():
             out.append(np.load(entry))
             continue
+        if variant is not None:
+            audio = variant[1](i, audio, digest)
         inputs = feature_extractor(audio, sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
         layers, _ = model.encode(inputs["input_values"], inputs["attention_mask"])  # (1, L, T, D)
         array = layers[0].to(torch.float16).numpy()
-        np.save(entry.with_suffix(".tmp.npy"), array)
-        os.replace(entry.with_suffix(".tmp.npy"), entry)  # never leave half-written entries behind
+        tmp = entry.with_name(f".{entry.stem}.{os.getpid()}.npy")
+        np.save(tmp, array)
+        os.replace(tmp, entry)  # never leave half-written entries behind
         out.append(array)
     model.train(was_training)
     return out, problems

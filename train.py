@@ -28,11 +28,17 @@ import models
 from augment import training_dataset
 from config import PROTOCOLS, DataArguments, ModelArguments, parse_args
 from corpora import parse_merge, read_corpora
-from data_process import LayersDataset, WaveCollator, WaveDataset, collate_layers, load_audio, make_folds
+from data_process import (EmbeddingsDataset, LayersDataset, WaveCollator, WaveDataset, collate_embeddings, collate_layers,
+                          load_audio, make_folds)
 from feature_cache import cached_layers
+from calibration import calibrate_folds, reliability_png
+from microphones import variant_maker
 from metrics import classification_report, compute_metrics, format_summary, summarize_folds
 from model_card import write_model_card
+from normalization import TRAIN_GROUPS, average_statistics, group_statistics
 from plots import confusion_png, curves_png
+
+NORM_MODES = ("none", "speaker", "corpus")  # how test clips are standardised (see --normalize_test)
 
 def build_model(margs: ModelArguments, labels: list[str], encoder: tuple[dict, dict] | None):
     """Return a fresh EmotionClassifier (pretrained encoder weights loaded) and its feature extractor."""
@@ -44,7 +50,7 @@ def build_model(margs: ModelArguments, labels: list[str], encoder: tuple[dict, d
         trainable_layers=margs.trainable_layers, layer_mix=margs.layer_mix,
         normalize_layers=margs.backbone != "cnn1d", frame_pooling=margs.frame_pooling if encoder else 1,
         projector_dim=margs.projector_dim or None, classifier_dropout=margs.classifier_dropout,
-        classifier_hidden=margs.classifier_hidden,
+        classifier_hidden=margs.classifier_hidden, embedding_norm=margs.embedding_norm,
         n_mels=margs.n_mels or None, lstm_layers=margs.lstm_layers, lstm_hidden=margs.lstm_hidden,
         key_beta=margs.key_beta, image_model=margs.image_model, image_weights=margs.image_weights,
         id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)})
@@ -97,7 +103,47 @@ def decodable(rows) -> tuple[list, list[str]]:
     return good, skipped
 
 
-def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, encoder, cached) -> dict:
+def pooled_embeddings(model, cached: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    """Return every clip's pooled embedding (N, F) from its cached layers: the head's input, computed once."""
+    order = np.argsort([x.shape[1] for x in cached])  # similar lengths together: little padding
+    out = np.zeros((len(cached), model.pool.output_dim), dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(order), batch_size):
+            chosen = order[start:start + batch_size]
+            batch = collate_layers([{"encoder_layers": cached[i], "labels": 0} for i in chosen])
+            out[chosen] = model.pool_layers(batch["encoder_layers"], batch["frame_mask"]).numpy()
+    return out
+
+
+def embedding_datasets(model, embedded: np.ndarray, variants: list[np.ndarray], data, label_ids, train_idx, norm: str):
+    """Return make(idx, mode) -> EmbeddingsDataset and make_train(idx) (clean clips and their --augment_variants).
+
+    With --embedding_norm, training clips are standardised with their own group's statistics (corpus or speaker;
+    each augmented variant set of a group is a group of its own, like another recording setup), and the model keeps
+    the clean training groups' average for a clip heard alone. Evaluation clips are standardised with the statistics
+    of their group in the evaluated set (mode corpus or speaker), or alone (mode none: the model's statistics).
+    """
+    if model.normalizes:
+        groups = np.array([TRAIN_GROUPS[norm](r) for r in data])
+        mean, std = average_statistics(embedded[train_idx], groups[train_idx])
+        model.embedding_mean.copy_(torch.from_numpy(mean))
+        model.embedding_std.copy_(torch.from_numpy(std))
+
+    def make(idx, mode: str = norm, sets: tuple = (("", embedded),)):
+        vectors = np.concatenate([e[idx] for _, e in sets])
+        ids = np.tile(label_ids[idx], len(sets))
+        if not model.normalizes or mode == "none":
+            return EmbeddingsDataset(vectors, ids)
+        groups = [TRAIN_GROUPS[mode](data[i]) + tag for tag, _ in sets for i in idx]
+        return EmbeddingsDataset(vectors, ids, *group_statistics(vectors, groups))
+
+    def make_train(idx):
+        return make(idx, norm, (("", embedded), *((f"~{k}", v) for k, v in enumerate(variants))))
+    return make, make_train
+
+
+def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, encoder, cached, embedded=None,
+             variants=()) -> dict:
     """Train one fold, save its best checkpoint and figures in `fold_dir`, and return its test report."""
     if (fold_dir / "metrics.json").exists():  # finished before an interruption
         print(f"{fold_dir}: already done, kept")
@@ -112,16 +158,23 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         targs, output_dir=str(fold_dir), eval_strategy="epoch" if has_val else "no",
         save_strategy="epoch", load_best_model_at_end=has_val, metric_for_best_model="ua" if has_val else None,
         greater_is_better=True, remove_unused_columns=False)
-    if cached is not None:
+    if embedded is not None:  # a parameter-free path to the pooled embedding: the head trains on embeddings
+        make, make_train = embedding_datasets(model, embedded, variants, data, label_ids, fold["train"],
+                                              margs.embedding_norm)
+        collator = collate_embeddings
+    elif cached is not None:
         keep = slice(None) if margs.layer_mix != "last" else slice(-1, None)  # only the layers the head reads
         make = lambda idx: LayersDataset([cached[i][keep] for i in idx], label_ids[idx])  # noqa: E731
+        make_train = lambda idx: LayersDataset([x[i][keep] for x in (cached, *variants) for i in idx],  # noqa: E731
+                                               np.tile(label_ids[idx], 1 + len(variants)))
         collator = collate_layers
     else:
         paths = np.array([r.path for r in data])
         make = lambda idx, crop=None: WaveDataset(paths[idx], label_ids[idx], crop, seed=targs.seed)  # noqa: E731
         collator = WaveCollator(extractor)
-    train_ds = make(fold["train"]) if cached is not None else make(fold["train"], dargs.crop_seconds)
-    if cached is None:  # --augment, and silence trimming before the crop for backbones that trim
+    from_audio = cached is None and embedded is None
+    train_ds = make(fold["train"], dargs.crop_seconds) if from_audio else make_train(fold["train"])
+    if from_audio:  # --augment, and silence trimming before the crop for backbones that trim
         train_ds = training_dataset(train_ds, dargs.augment, getattr(model.backbone, "trim_db", None))
     counts = np.bincount(label_ids[fold["train"]], minlength=len(labels))
     weights = torch.tensor(len(fold["train"]) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32)
@@ -140,14 +193,24 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     trainer.train(resume_from_checkpoint=resume)
     seconds = time.time() - start
     # predict is collective under DDP: every process takes part, only the first writes
-    logits = trainer.predict(make(fold["test"])).predictions if len(fold["test"]) else None
+    modes = NORM_MODES if embedded is not None and model.normalizes else ()
+    test = fold["test"]
+    by_mode = {mode: trainer.predict(make(test, mode)).predictions for mode in modes if len(test)}
+    logits = by_mode.get(dargs.normalize_test) if modes else trainer.predict(make(test)).predictions if len(test) else None
     if not trainer.is_world_process_zero():
         return {}
     report = None
     if logits is not None:
         report = classification_report(label_ids[fold["test"]], logits.argmax(-1), labels)
+        if modes:  # the test clips standardised alone, per speaker and per corpus
+            report["normalization"] = {mode: {k: v for k, v in classification_report(
+                label_ids[test], by_mode[mode].argmax(-1), labels).items() if k in ("ua", "wa", "macro_f1")}
+                for mode in modes}
+            report["normalize_test"] = dargs.normalize_test
         report["test_speakers"] = sorted({data[i].speaker for i in fold["test"]})
+        report["test_corpora"] = sorted({data[i].corpus for i in fold["test"]})
         write_predictions(fold_dir / "predictions.csv", [data[i] for i in fold["test"]], logits, labels)
+        np.savez(fold_dir / "test_logits.npz", logits=logits, labels=label_ids[test])  # for the calibration over folds
         confusion_png(report["confusion"], labels, fold_dir / "confusion.png",
                       f"{fold_dir.name}: UA {report['ua']:.3f} WA {report['wa']:.3f}")
     save_checkpoint(trainer, fold_dir, margs.save_fp16)
@@ -157,7 +220,7 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     (fold_dir / "metrics.json").write_text(json.dumps({
         "test": report, "train_seconds": seconds, "best_validation_ua": trainer.state.best_metric,
         "best_epoch": best_epoch, "epochs_run": trainer.state.epoch,
-        "sizes": {k: int(len(v)) for k, v in fold.items()}}, indent=1))
+        "sizes": {k: int(len(v)) for k, v in fold.items() if k != "name"}}, indent=1))
     for stale in fold_dir.glob("checkpoint-*"):  # the best weights are saved above; resume state is no longer needed
         shutil.rmtree(stale, ignore_errors=True)
     return report
@@ -194,6 +257,27 @@ def by_corpus(fold_dirs: list[Path], labels: list[str]) -> dict:
     return {corpus: {k: r[k] for k in ("ua", "wa", "macro_f1", "n")} for corpus, r in reports.items()}
 
 
+def calibrate_run(out: Path, fold_dirs: list[Path], names: list[str]) -> dict:
+    """Fit the temperature on the folds' held-out logits, check it fold by fold, draw reliability diagrams."""
+    data = {d.name: np.load(d / "test_logits.npz") for d in fold_dirs}
+    result = calibrate_folds({k: v["logits"] for k, v in data.items()}, {k: v["labels"] for k, v in data.items()})
+    for (key, fold), name in zip(result["folds"].items(), names):
+        fold["name"] = name
+        reliability_png(fold, out / f"reliability_{key}.png", f"{key} ({name[:40]}): temperature from the other folds")
+    print(f"calibration: temperature {result['temperature']:.2f}, ECE {result['ece_before']:.3f} -> "
+          f"{result['ece_after']:.3f} over all folds; per fold (T fit on the others): "
+          + ", ".join(f"{f['name'][:12]} {f['ece_before']:.3f}->{f['ece_after']:.3f}" for f in result["folds"].values()))
+    return result
+
+
+def apply_calibration(folder: Path, calibration: dict) -> None:
+    """Store the cross-validated temperature and unsure threshold in a saved checkpoint's config."""
+    config = models.EmotionConfig.from_pretrained(folder)
+    config.calibration_temperature = calibration["temperature"]
+    config.unsure_below = calibration["unsure_below"]
+    config.save_pretrained(folder)
+
+
 def save_checkpoint(trainer: Trainer, folder: Path, fp16: bool) -> None:
     """Save the trained model (optionally as float16 weights that load back as float32) and its extractor."""
     model = trainer.model
@@ -226,12 +310,22 @@ def main(argv: list[str] | None = None) -> dict:
     encoder = models.BACKBONES[margs.backbone].load_encoder(margs.encoder) if is_encoder else None
     print(f"{len(rows)} utterances, {len({r.speaker for r in rows})} speakers, labels {labels}")
 
-    cached, skipped = None, []
+    cached, embedded, variants, skipped = None, None, [], []
+    if dargs.augment_variants and not (is_encoder and margs.encoder_mode == "frozen"):
+        raise ValueError("--augment_variants caches augmented encoder outputs: it needs a pretrained encoder with "
+                         "--encoder_mode frozen (from raw audio, use --augment)")
     if is_encoder and (margs.encoder_mode == "frozen" or margs.head_epochs):
         model, extractor = build_model(margs, labels, encoder)
         with targs.main_process_first(desc="encoder cache"):
             layers, skipped = cached_layers(model, extractor, [r.path for r in rows], dargs.cache_dir)
         rows, cached = [r for r, x in zip(rows, layers) if x is not None], [x for x in layers if x is not None]
+        with targs.main_process_first(desc="augmented variants"):  # each variant k of every clip, cached once
+            variants = [cached_layers(model, extractor, [r.path for r in rows], dargs.cache_dir,
+                                      variant=variant_maker(rows, k))[0] for k in range(dargs.augment_variants)]
+        if margs.encoder_mode == "frozen" and not any(p.requires_grad for part in (model.layer_mix, model.projector, model.pool)
+                                                      for p in part.parameters()):  # only the classifier learns:
+            embedded, cached = pooled_embeddings(model, cached), None  # train it on pooled embeddings, computed once
+            variants = [pooled_embeddings(model, v) for v in variants]
     else:
         rows, skipped = decodable(rows)
     for message in skipped:
@@ -253,10 +347,10 @@ def main(argv: list[str] | None = None) -> dict:
     start, reports = time.time(), []
     fold_dirs = [out if single else out / f"fold_{i:02d}" for i in chosen]
     for i, fold_dir in zip(chosen, fold_dirs):
-        report = run_fold(fold_dir, folds[i], rows, dargs, margs, targs, labels, encoder, cached)
+        report = run_fold(fold_dir, folds[i], rows, dargs, margs, targs, labels, encoder, cached, embedded, variants)
         if report:
             reports.append(report)
-            print(f"fold {i} ({', '.join(report['test_speakers'])}): UA {report['ua']:.3f} WA {report['wa']:.3f}")
+            print(f"fold {i} ({folds[i].get('name', 'all')[:60]}): UA {report['ua']:.3f} WA {report['wa']:.3f}")
     if not targs.should_save:  # other DDP ranks stop here
         return {}
     result = {"labels": labels, "corpora": dargs.corpus, "protocol": dargs.protocol, "n_utterances": len(rows),
@@ -268,10 +362,14 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{dargs.protocol} over {len(reports)} fold(s): {format_summary(result['summary'])}")
         confusion_png(result["summary"]["pooled"]["confusion"], labels, out / "confusion.png",
                       f"{dargs.protocol}, pooled over folds: UA {result['summary']['pooled']['ua']:.3f}")
+    if len(reports) > 1:  # held-out logits of every fold: fit the temperature a final model ships with
+        result["calibration"] = calibrate_run(out, fold_dirs, [folds[i].get("name", "") for i in chosen])
     for fold_dir, report in zip(fold_dirs if not single else [], reports):  # each fold's checkpoint describes itself
         write_model_card(fold_dir, settings, {**result, "test": report, "summary": None, "protocol": dargs.protocol})
     if margs.cv_metrics:
         result["cross_validation"] = json.loads(Path(margs.cv_metrics).read_text())
+        if single and "calibration" in result["cross_validation"]:
+            apply_calibration(out, result["cross_validation"]["calibration"])
     if single:  # the run folder is the checkpoint: one metrics.json with the fold's details and the run's
         result = {**json.loads((out / "metrics.json").read_text()), **result}
     (out / "metrics.json").write_text(json.dumps(result, indent=1))

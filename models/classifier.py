@@ -10,7 +10,7 @@ from models.configuration import EmotionConfig
 from models.cnn1d import CNN1DBackbone
 from models.encoders import HFEncoderBackbone, WhisperBackbone
 from models.key_segments import KeySegmentCNNBiLSTM
-from models.pooling import POOLINGS
+from models.pooling import PARAMETER_FREE_POOLINGS, POOLINGS
 from models.spectral import LogMelCNN, MelEfficientNet, MFCCLSTM
 
 BACKBONES = {
@@ -107,7 +107,19 @@ class EmotionClassifier(PreTrainedModel):
         self.classifier = nn.Linear(self.pool.output_dim, config.num_labels) if not hidden else nn.Sequential(
             nn.Linear(self.pool.output_dim, hidden), nn.ReLU(), nn.Dropout(config.classifier_dropout),
             nn.Linear(hidden, config.num_labels))
+        if self.normalizes:
+            if any(p.requires_grad for m in (self.layer_mix, self.projector, self.pool) for p in m.parameters()):
+                raise ValueError("embedding_norm standardises the pooled embedding with statistics of groups of clips: the "
+                                 "path to it must have no learned weights (layer_mix last or concat, projector_dim 0, "
+                                 f"pooling {'/'.join(PARAMETER_FREE_POOLINGS)})")
+            # statistics for a clip heard alone: the training groups' average (set by train.py, saved with the weights)
+            self.register_buffer("embedding_mean", torch.zeros(self.pool.output_dim))
+            self.register_buffer("embedding_std", torch.ones(self.pool.output_dim))
         self.post_init()
+
+    @property
+    def normalizes(self) -> bool:
+        return self.config.embedding_norm != "none"
 
     def _init_weights(self, module):
         pass  # PyTorch's own initialisation for the new head; pretrained encoder weights are loaded afterwards
@@ -121,6 +133,28 @@ class EmotionClassifier(PreTrainedModel):
             layers, mask = pool_frames(layers, mask, self.config.frame_pooling)
         return layers, mask
 
+    def pool_layers(self, encoder_layers: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, T, D) layers and (B, T) mask -> (B, F) pooled embedding, before any normalisation."""
+        hidden = self.projector(self.layer_mix(encoder_layers.to(self.dtype)))  # (B, T, D)
+        return self.pool(hidden, frame_mask.bool())
+
+    def embed(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw 16 kHz audio (B, N) -> (B, F) pooled embedding: what the classifier reads, before normalisation."""
+        return self.pool_layers(*self.encode(input_values, attention_mask))
+
+    def classify(self, embeddings: torch.Tensor, embedding_mean: torch.Tensor | None = None,
+                 embedding_std: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, F) embeddings -> (B, C) calibrated logits (divided by config.calibration_temperature).
+
+        With embedding_norm, each embedding is standardised with its group's statistics (F,) or (B, F) when given
+        (a corpus, speaker, folder or user), else with the training groups' average kept in the checkpoint.
+        """
+        if self.normalizes:
+            mean = self.embedding_mean if embedding_mean is None else embedding_mean.to(embeddings)
+            std = self.embedding_std if embedding_std is None else embedding_std.to(embeddings)
+            embeddings = (embeddings - mean) / std
+        return self.classifier(self.dropout(embeddings)) / self.config.calibration_temperature
+
     def forward(
         self,
         input_values: torch.Tensor | None = None,
@@ -128,11 +162,15 @@ class EmotionClassifier(PreTrainedModel):
         labels: torch.Tensor | None = None,
         encoder_layers: torch.Tensor | None = None,  # (B, L, T, D) cached backbone output
         frame_mask: torch.Tensor | None = None,  # (B, T) with encoder_layers
+        embeddings: torch.Tensor | None = None,  # (B, F) pooled embeddings (a parameter-free path, cached)
+        embedding_mean: torch.Tensor | None = None,  # (B, F) or (F,): the group statistics of each embedding
+        embedding_std: torch.Tensor | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
-        if encoder_layers is None:
-            encoder_layers, frame_mask = self.encode(input_values, attention_mask)
-        hidden = self.projector(self.layer_mix(encoder_layers.to(self.dtype)))  # (B, T, D)
-        logits = self.classifier(self.dropout(self.pool(hidden, frame_mask.bool())))  # (B, C)
+        if embeddings is None:
+            if encoder_layers is None:
+                encoder_layers, frame_mask = self.encode(input_values, attention_mask)
+            embeddings = self.pool_layers(encoder_layers, frame_mask)
+        logits = self.classify(embeddings, embedding_mean, embedding_std)  # (B, C)
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)

@@ -45,6 +45,9 @@ class EmotionConfig(PretrainedConfig):
         key_beta: float = 5.0,               # keyseg_cnn_bilstm: K = 1 + adjacent-segment distances above beta x mean
         image_model: str | None = None,      # image CNN architecture (None: efficientnet-b0 / resnet-18), see models/
         image_weights: str | None = None,    # source of the image CNN's first weights (None: random)
+        embedding_norm: str = "none",        # none | corpus | speaker: training standardised the pooled embedding per group
+        calibration_temperature: float = 1.0,  # logits are divided by it (fit on held-out corpora: calibrated probabilities)
+        unsure_below: float | None = None,   # a top probability under this is reported as unsure (from held-out data)
         **kwargs,
     ):
         self.backbone = backbone
@@ -71,4 +74,7 @@ class EmotionConfig(PretrainedConfig):
         self.key_beta = key_beta
         self.image_model = image_model
         self.image_weights = image_weights
+        self.embedding_norm = embedding_norm
+        self.calibration_temperature = calibration_temperature
+        self.unsure_below = unsure_below
         super().__init__(**kwargs)

@@ -31,6 +31,8 @@ def shared(name: str) -> Path:
     ("emodb", 535, 10, 7),
     ("ravdess", 1200, 20, 8),
     ("urdu", 400, 29, 4),
+    ("ased", 2474, 65, 5),
+    ("emotiontts_ko", 300, 15, 4),
 ])
 def test_shared_corpus_counts(name, files, speakers, labels):
     shared(name)
@@ -76,6 +78,22 @@ def test_shared_urdu_examples():
     assert not any(r.path.endswith(".md") for r in rows)
 
 
+def test_shared_ased_and_korean_examples():
+    shared("ased")
+    shared("emotiontts_ko")
+    ased = {Path(r.path).name: r for r in read_corpus("ased")}
+    assert ased["a5-03-01-02-50.opus"].label == "angry" and ased["a5-03-01-02-50.opus"].speaker == "ased:50"
+    assert ased["S4-04-02-01-29.opus"].label == "sad"  # the one capitalised name
+    # a speaker number that occurs with both gender codes is one speaker
+    assert {n.split("-")[3] for n, r in ased.items() if r.speaker == "ased:09"} == {"01", "02"}
+    assert all(Path(r.path).parent.name[2:].lower().startswith(r.label[:3]) for r in ased.values())
+    common = read_corpus("ased:common_texts")
+    assert {Path(r.path).name.split("-")[1] for r in common} == {"01", "02"} and len(common) == 624
+    korean = {Path(r.path).name: r for r in read_corpus("emotiontts_ko")}
+    assert (korean["nea00203.opus"].label, korean["nea00203.opus"].speaker) == ("sad", "emotiontts_ko:nea")
+    assert Counter(r.label for r in korean.values()) == {"neutral": 75, "happy": 75, "sad": 75, "angry": 75}
+
+
 def test_corpora_root_env(monkeypatch, tmp_path):
     monkeypatch.setenv("SER_CORPORA", str(tmp_path))
     assert corpora.corpora_root() == tmp_path
@@ -95,7 +113,8 @@ def tone(path: Path, seconds: float = 0.2, sr: int = 16_000) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     t = np.arange(int(seconds * sr)) / sr
-    sf.write(str(path), (0.1 * np.sin(2 * np.pi * 220 * t)).astype("float32"), sr)
+    opus = dict(format="OGG", subtype="OPUS") if path.suffix == ".opus" else {}
+    sf.write(str(path), (0.1 * np.sin(2 * np.pi * 220 * t)).astype("float32"), sr, **opus)
     return path
 
 
@@ -103,7 +122,7 @@ def tree(root: Path, names: list[str]) -> Path:
     """Create audio files (and any non-audio name as a text file) below `root`; return root."""
     for name in names:
         path = root / name
-        if path.suffix in (".wav", ".flac"):
+        if path.suffix in (".wav", ".flac", ".opus"):
             tone(path)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +133,31 @@ def tree(root: Path, names: list[str]) -> Path:
 def summary(rows):
     """Return [(file name, label, speaker)] of `rows`."""
     return [(Path(r.path).name, r.label, r.speaker) for r in rows]
+
+
+def test_ased(tmp_path):
+    root = tree(tmp_path / "ASED_V1", ["01Neutral/n1-01-01-01-01.opus", "02Fearful/f2-03-02-02-09.opus",
+                                       "04Sad/S4-04-02-01-29.opus", "05Angry/a5-07-01-01-09.opus",
+                                       "03Happy/h3-02-01-02-65.opus", "03Happy/readme.txt", "03Happy/h3-x.opus"])
+    rows = read_corpus(f"ased={root}")
+    assert summary(rows) == [
+        ("n1-01-01-01-01.opus", "neutral", "ased:01"), ("f2-03-02-02-09.opus", "fearful", "ased:09"),
+        ("h3-02-01-02-65.opus", "happy", "ased:65"), ("S4-04-02-01-29.opus", "sad", "ased:29"),
+        ("a5-07-01-01-09.opus", "angry", "ased:09")]  # speaker 09 with both gender codes is one voice
+    assert summary(read_corpus(f"ased={root}:common_texts")) == [
+        ("n1-01-01-01-01.opus", "neutral", "ased:01"), ("h3-02-01-02-65.opus", "happy", "ased:65")]
+
+
+def test_emotiontts_ko(tmp_path):
+    root = tree(tmp_path / "ko", ["ema/ema00001.opus", "ema/ema00100.opus", "ema/ema00101.opus", "nea/nea00203.opus",
+                                  "nea/nea00301.opus", "nea/nea00400.opus", "nea/nea00401.opus", "nea/notes.txt"])
+    rows = read_corpus(f"emotiontts_ko={root}")
+    # 201-300 is sad and 301-400 angry: the corpus's own README has those two swapped (../shared/README.md)
+    assert summary(rows) == [
+        ("ema00001.opus", "neutral", "emotiontts_ko:ema"), ("ema00100.opus", "neutral", "emotiontts_ko:ema"),
+        ("ema00101.opus", "happy", "emotiontts_ko:ema"), ("nea00203.opus", "sad", "emotiontts_ko:nea"),
+        ("nea00301.opus", "angry", "emotiontts_ko:nea"), ("nea00400.opus", "angry", "emotiontts_ko:nea")]
+    assert {r.corpus for r in rows} == {"emotiontts_ko"}
 
 
 def test_cremad(tmp_path):
@@ -315,7 +359,8 @@ def test_hf_missing_folder(hf_env, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Specs, errors, label selection
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["emodb", "ravdess", "urdu", "cremad", "tess", "casia", "iemocap", "folder"])
+@pytest.mark.parametrize("name", ["emodb", "ravdess", "urdu", "ased", "emotiontts_ko", "cremad", "tess", "casia",
+                                  "iemocap", "folder"])
 def test_missing_and_empty_roots(tmp_path, name):
     with pytest.raises(ValueError, match=f"{tmp_path / 'absent'}: corpus folder does not exist"):
         read_corpus(f"{name}={tmp_path / 'absent'}")

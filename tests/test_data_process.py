@@ -72,11 +72,29 @@ def test_speaker_protocols_never_share_a_speaker(table, protocol, n):
     assert len(folds) == n
     tested = []
     for fold in folds:
-        parts = {k: set(speakers[v]) for k, v in fold.items()}
+        parts = {k: set(speakers[fold[k]]) for k in ("train", "val", "test")}
         assert not parts["train"] & parts["test"] and not parts["val"] & parts["test"] and not parts["train"] & parts["val"]
         assert len(fold["train"]) + len(fold["val"]) + len(fold["test"]) == len(labels)
         tested.extend(fold["test"])
     assert sorted(tested) == list(range(len(labels)))  # every utterance is tested exactly once
+
+
+def test_loco_never_puts_a_corpus_on_both_sides():
+    # three corpora; "b" alone carries boredom, so its boredom clips cannot be tested when b is left out
+    speakers = np.array([f"{c}:{i}" for c in "abc" for i in range(4) for _ in range(6)])
+    labels = np.array(["happy", "sad", "angry"] * (len(speakers) // 3), dtype=object)
+    labels[(speakers == "b:0") | (speakers == "b:1")] = "boredom"
+    folds = make_folds(labels, speakers, "loco", val_speakers=1)
+    assert [f["name"] for f in folds] == ["a", "b", "c"]
+    corpus = np.array([s.split(":")[0] for s in speakers])
+    for fold in folds:
+        assert set(corpus[fold["test"]]) == {fold["name"]}
+        assert fold["name"] not in set(corpus[fold["train"]]) | set(corpus[fold["val"]])
+        assert set(labels[fold["test"]]) <= set(labels[fold["train"]])  # only emotions seen in training
+    assert "boredom" not in set(labels[folds[1]["test"]]) and len(folds[1]["test"]) == 24 - 12
+    assert "boredom" in set(labels[folds[0]["train"]])  # the other folds train on it
+    with pytest.raises(ValueError, match="two corpora"):
+        make_folds(labels[:24], speakers[:24], "loco")
 
 
 def test_session_and_fixed_protocols(table):
