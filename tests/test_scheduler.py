@@ -88,3 +88,6 @@ def test_a_model_error_reaches_its_caller_and_the_worker_goes_on():
         scheduler.probabilities(model, [clip(13)])
     assert scheduler.probabilities(model, [clip(14)]).tolist() == [[14, 2 * RATE]]
     assert scheduler.probabilities(model, []).shape == (0, 2)
+    model.probabilities = lambda clips: np.zeros((1, 2), np.float32)  # one row for any batch: an error, not a mix-up
+    with pytest.raises(RuntimeError, match="1 rows of probabilities for 2 clips"):
+        scheduler.probabilities(model, [clip(15), clip(16)])

@@ -133,7 +133,9 @@ class Scheduler:
                 turn = self._next_turn()
             batch = [clip for job, stop in turn for clip in job.clips[job.done:stop]]
             try:
-                probs = turn[0][0].recognizer.probabilities(batch)
+                probs = np.asarray(turn[0][0].recognizer.probabilities(batch))
+                if len(probs) != len(batch):
+                    raise RuntimeError(f"the model returned {len(probs)} rows of probabilities for {len(batch)} clips")
             except BaseException as err:  # the callers get the error; the worker keeps serving
                 with self._ready:
                     for job, _ in turn:
