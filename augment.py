@@ -1,33 +1,16 @@
 """Training-time audio augmentation (audiomentations: noise, gain, time shift), and the silence trimming
 and peak normalisation of the image-CNN system.
 
-`trim_silence` and `peak_normalize` are plain functions: `models.spectral.MelEfficientNet` calls them
-inside its forward (so training, evaluation, `infer.py` and the app all see the same audio), and
-`AugmentedWaveDataset` trims before it takes the random training crop, so that crops hold speech.
+`trim_silence` and `peak_normalize` live in models/waveform.py (so they travel with a checkpoint's code):
+`models.spectral.MelEfficientNet` calls them inside its forward (so training, evaluation, `infer.py` and the
+app all see the same audio), and `AugmentedWaveDataset` trims before it takes the random training crop, so that crops hold speech.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from data_process import SAMPLE_RATE, WaveDataset, load_audio
-
-MIN_TRIMMED = SAMPLE_RATE // 10  # a trim that leaves less than 0.1 s is not trusted: keep the clip
-
-
-def trim_silence(audio: np.ndarray, top_db: float = 30.0) -> np.ndarray:
-    """Return `audio` without its leading and trailing parts quieter than `top_db` under the peak (librosa)."""
-    import librosa
-
-    if not top_db or len(audio) < MIN_TRIMMED:
-        return audio
-    trimmed, _ = librosa.effects.trim(audio, top_db=top_db, frame_length=1024, hop_length=256)
-    return trimmed if len(trimmed) >= MIN_TRIMMED else audio
-
-
-def peak_normalize(audio: np.ndarray, peak: float = 1.0) -> np.ndarray:
-    """Return `audio` scaled so its largest absolute sample is `peak` (silence is returned unchanged)."""
-    top = float(np.max(np.abs(audio))) if len(audio) else 0.0
-    return (audio * (peak / top)).astype(np.float32) if top > 0 else audio
+from models.waveform import MIN_TRIMMED, peak_normalize, trim_silence  # noqa: F401  (they live with the models)
 
 
 def augmenter(p: float = 0.5):

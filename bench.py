@@ -55,6 +55,7 @@ class Protocol:
 
 
 SHARED_CLASSES = ("angry", "happy", "neutral", "sad")
+from bench_loco import IDEAS, LOCO_CORPORA, LOCO_LABELS, LOCO_MERGE, generalization_section  # noqa: E402
 PROTOCOLS = {p.name: p for p in [
     Protocol("emodb_loso", "EmoDB LOSO", ("emodb",), "loso",
              note="7 classes, leave one of the 10 speakers out (10 folds)."),
@@ -68,6 +69,9 @@ PROTOCOLS = {p.name: p for p in [
                   "'calm' is merged into neutral: URDU's neutral is unexcited conversational speech, which is what "
                   "calm is, and the merge gives the English neutral class 240 clips instead of 80. EmoDB boredom, "
                   "fear and disgust and RAVDESS fearful, disgust and surprised have no URDU counterpart and are left out."),
+    Protocol("loco", "Leave one corpus out", LOCO_CORPORA, "loco", labels=LOCO_LABELS, merge=LOCO_MERGE,
+             note="5 folds: each corpus (EmoDB, RAVDESS 1-20, URDU, ASED, emotiontts_ko) is tested once by a model "
+                  "trained on the other four, over the emotions they share (see *Generalization* below)."),
 ]}
 
 
@@ -128,6 +132,8 @@ SYSTEMS = {s.name: s for s in [  # in run order: cheap first, so an interrupted 
     System("cnn1d_deep", "1-D CNN deep, from scratch", "ours", CNN + ("--cnn_preset", "deep"), from_scratch=True),
     System("whisper_ft_full", "Whisper-base, fully fine-tuned (GPU, bf16)", "ours",
            WHISPER + FINETUNE + ("--trainable_layers", "0", "--bf16", "true"), needs_gpu=True),
+    # issue 12's ideas for generalization, measured on leave-one-corpus-out (bench_loco.py)
+    *[System(name, title, "ours", flags, default=False) for name, title, flags in IDEAS],
 ]}
 # Pretrained encoders of the other backbones, used when --encoder_path does not name one.
 HUB_ENCODERS = {"wav2vec2": "facebook/wav2vec2-base", "hubert": "facebook/hubert-base-ls960",
@@ -466,7 +472,7 @@ def read_cell(cell: Path) -> dict:
             "ua": float(np.mean([r["ua"] for r in reports])) if reports else None,  # mean over folds
             "cpu_seconds": record.get("cpu_seconds"), "fold_seconds": fold_seconds,
             "status": record.get("status", "done" if reports else "missing"), "seconds": seconds,
-            "quick": record.get("quick", False)}
+            "quick": record.get("quick", False), "calibration": metrics.get("calibration")}
 
 
 def summarize(reports: list[dict]) -> dict:
@@ -576,6 +582,7 @@ def write_report(results: Path, doc: Path) -> Path:
     lines += ["", "ENC is the Whisper-base encoder (`../shared/models/whisper-base-encoder`). Frozen-encoder "
               "systems train their head on cached encoder outputs (`feature_cache.py`).", ""]
     lines += accuracy_section(cells, shown, protocols, png, doc)
+    lines += generalization_section(cells, systems)
     lines += commands_section(cells)
     lines += aims_section(cells, results)
     lines += speed_section(read_json(results / "speed.json"), doc.with_name(doc.stem + "_speed.png"))

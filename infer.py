@@ -83,15 +83,25 @@ class Recognizer:
         return {label: float(p) for label, p in zip(self.labels, mean)}, windows
 
 
+def _onnx_recognizer(checkpoint: str):
+    """Return an OnnxRecognizer (onnxruntime is imported only when asked for)."""
+    from onnx_recognizer import OnnxRecognizer
+
+    return OnnxRecognizer(checkpoint)
+
+
+RUNTIMES = {"torch": Recognizer, "onnx": _onnx_recognizer}  # --runtime -> what loads the checkpoint
+
+
 def _row(path: str, labels: list[str], probs: np.ndarray | None, error: str = "", **extra) -> dict:
     row = {"path": path, "label": labels[int(np.argmax(probs))] if probs is not None else ""}
     row.update({label: (f"{p:.6f}" if probs is not None else "") for label, p in zip(labels, probs if probs is not None else labels)})
     return {**row, "error": error, **extra}
 
 
-def run(checkpoint: str, output: str, inputs: list[str], segments: bool = False) -> int:
+def run(checkpoint: str, output: str, inputs: list[str], segments: bool = False, runtime: str = "torch") -> int:
     """Score every audio file under `inputs` into the CSV `output`; return how many files failed."""
-    recognizer = Recognizer(checkpoint)
+    recognizer = RUNTIMES[runtime](checkpoint)
     files = find_audio_files(inputs)
     if not files:
         raise SystemExit(f"no audio files found in {', '.join(inputs)}")
@@ -120,12 +130,16 @@ def run(checkpoint: str, output: str, inputs: list[str], segments: bool = False)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint folder written by train.py")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder written by train.py (or, with "
+                                                            "--runtime onnx, an .onnx file written by export.py)")
     parser.add_argument("--output", required=True, help="CSV file to write")
     parser.add_argument("--segments", action="store_true", help="also write one row per window of long audio")
+    parser.add_argument("--runtime", choices=sorted(RUNTIMES), default="torch",
+                        help="torch: the checkpoint in PyTorch; onnx: its ONNX export in onnxruntime (--checkpoint "
+                             "may then be an .onnx file from export.py; a folder is exported once and cached)")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file or folder (searched recursively)")
     args = parser.parse_args(argv)
-    run(args.checkpoint, args.output, args.inputs, args.segments)
+    run(args.checkpoint, args.output, args.inputs, args.segments, args.runtime)
 
 
 if __name__ == "__main__":

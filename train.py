@@ -4,8 +4,8 @@
         --pooling attention --protocol loso --output_dir runs/emodb_whisper
     python train.py settings.json            # the same settings as a JSON file
 
-Each run's folder holds, per fold, the best checkpoint (save_pretrained layout, loadable with
-`pipeline("audio-classification")` after `import models`), `metrics.json`, a confusion-matrix PNG
+Each run's folder holds, per fold, the best checkpoint (save_pretrained layout with its modeling code, loadable
+with `pipeline("audio-classification", model=DIR, trust_remote_code=True)`), `metrics.json`, a confusion-matrix PNG
 and a training-curve PNG; with several folds, the run folder also has the summary over folds.
 """
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Emotion models; importing this package registers them with the `transformers` Auto classes."""
 from transformers import AutoConfig, AutoModelForAudioClassification
 
-from models.configuration import EmotionConfig
-from models.classifier import BACKBONES, LAYER_MIXES, EmotionClassifier
-from models.pooling import POOLINGS
+from .configuration import EmotionConfig
+from .classifier import BACKBONES, LAYER_MIXES, EmotionClassifier
+from .pooling import POOLINGS
 
 AutoConfig.register(EmotionConfig.model_type, EmotionConfig)
 AutoModelForAudioClassification.register(EmotionConfig, EmotionClassifier)

@@ -1,4 +1,9 @@
-"""EmotionClassifier: backbone -> layer mix -> projector -> pooling -> classifier, a `PreTrainedModel`."""
+"""EmotionClassifier: backbone -> layer mix -> projector -> pooling -> classifier, a `PreTrainedModel`.
+
+Every module of `models/` is imported relatively, so `save_pretrained` copies this file and everything it
+imports into the checkpoint (transformers' custom-code mechanism, `auto_map` in config.json): the checkpoint
+loads with `trust_remote_code=True` where this project is not installed.
+"""
 from __future__ import annotations
 
 import torch
@@ -6,12 +11,12 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from models.configuration import EmotionConfig
-from models.cnn1d import CNN1DBackbone
-from models.encoders import HFEncoderBackbone, WhisperBackbone
-from models.key_segments import KeySegmentCNNBiLSTM
-from models.pooling import PARAMETER_FREE_POOLINGS, POOLINGS
-from models.spectral import LogMelCNN, MelEfficientNet, MFCCLSTM
+from .configuration import EmotionConfig
+from .cnn1d import CNN1DBackbone
+from .encoders import HFEncoderBackbone, WhisperBackbone
+from .key_segments import KeySegmentCNNBiLSTM
+from .pooling import PARAMETER_FREE_POOLINGS, POOLINGS
+from .spectral import LogMelCNN, MelEfficientNet, MFCCLSTM
 
 BACKBONES = {
     "cnn1d": CNN1DBackbone,
@@ -121,6 +126,13 @@ class EmotionClassifier(PreTrainedModel):
     def normalizes(self) -> bool:
         return self.config.embedding_norm != "none"
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as `PreTrainedModel` does, with this code and the windowed `pipeline("audio-classification")` beside."""
+        from .audio_pipeline import custom_pipelines  # a relative import: transformers copies that file too
+
+        self.config.custom_pipelines = custom_pipelines()
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def _init_weights(self, module):
         pass  # PyTorch's own initialisation for the new head; pretrained encoder weights are loaded afterwards
 
@@ -128,7 +140,7 @@ class EmotionClassifier(PreTrainedModel):
         """Return the backbone's layers (B, L, T, D) and frame mask (B, T): what the cache stores."""
         layers, mask = self.backbone(input_values, attention_mask)
         if self.config.normalize_layers:  # encoder layers differ in scale by orders of magnitude
-            layers = nn.functional.layer_norm(layers, layers.shape[-1:])
+            layers = nn.functional.layer_norm(layers, (self.backbone.output_dim,))  # a constant size, for export
         if self.config.frame_pooling > 1:
             layers, mask = pool_frames(layers, mask, self.config.frame_pooling)
         return layers, mask
@@ -174,3 +186,7 @@ class EmotionClassifier(PreTrainedModel):
         logits = self.classify(embeddings, embedding_mean, embedding_std)  # (B, C)
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+# save_pretrained writes auto_map into config.json and copies the code: the checkpoint is self-contained
+EmotionClassifier.register_for_auto_class("AutoModelForAudioClassification")

@@ -35,14 +35,13 @@ class CNN1DBackbone(nn.Module):
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
         x = input_values[:, None]  # (B, 1, N)
-        lengths = (attention_mask.sum(-1) if attention_mask is not None
-                   else torch.full((x.shape[0],), x.shape[-1], device=x.device)).long()
+        lengths = attention_mask.sum(-1).long() if attention_mask is not None else None  # None: every sample real
         for block, kernel, stride in zip(self.blocks, self.kernels, self.strides):
-            x = block["norm"](torch.relu(block["conv"](x)))
-            lengths = (lengths + 2 * (kernel // 2) - kernel) // stride + 1
-            x = nn.functional.max_pool1d(x, 2)
-            lengths = lengths // 2
-            # zero the padding so the next conv sees what it sees past the end of a lone clip
-            mask = torch.arange(x.shape[-1], device=x.device)[None] < lengths[:, None]  # (B, T)
-            x = x * mask[:, None]
+            x = nn.functional.max_pool1d(block["norm"](torch.relu(block["conv"](x))), 2)
+            if lengths is not None:
+                lengths = ((lengths + 2 * (kernel // 2) - kernel) // stride + 1) // 2
+                # zero the padding so the next conv sees what it sees past the end of a lone clip
+                x = x * (torch.arange(x.shape[-1], device=x.device)[None] < lengths[:, None])[:, None]
+        mask = (torch.arange(x.shape[-1], device=x.device)[None] < lengths[:, None] if lengths is not None
+                else torch.ones_like(x[:, 0], dtype=torch.bool))  # (B, T)
         return x.transpose(1, 2)[:, None], mask  # (B, 1, T, C), (B, T)

@@ -78,3 +78,6 @@ class EmotionConfig(PretrainedConfig):
         self.calibration_temperature = calibration_temperature
         self.unsure_below = unsure_below
         super().__init__(**kwargs)
+
+
+EmotionConfig.register_for_auto_class()  # save_pretrained copies this file and names it in auto_map

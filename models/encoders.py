@@ -12,6 +12,8 @@ from transformers import AutoConfig, AutoModel, WhisperConfig, WhisperForAudioCl
 from transformers.audio_utils import mel_filter_bank
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from .stft import exporting, power_spectrogram
+
 ENCODER_MODES = ("frozen", "finetune", "freeze_feature_encoder")
 
 
@@ -35,6 +37,7 @@ class WhisperBackbone(nn.Module):
 
     normalize_waveform = False  # Whisper's log-mel has its own level normalisation
     hop, n_fft = 160, 400
+    min_samples = n_fft  # shorter clips are zero-padded to this length
 
     def __init__(self, config):
         super().__init__()
@@ -61,35 +64,43 @@ class WhisperBackbone(nn.Module):
         _set_trainable(self.encoder.layers, self.encoder, mode, top, frontend=None)
 
     def log_mel(self, audio: torch.Tensor) -> torch.Tensor:
-        """Whisper's log-mel of one clip (N,) on its own length -> (M, N // hop)."""
+        """Whisper's log-mel of clips (..., N) on their own length -> (..., M, N // hop), levels set per clip."""
         if audio.device not in self.stft_constants:
             self.stft_constants[audio.device] = (torch.hann_window(self.n_fft, device=audio.device),
                                                  torch.from_numpy(self.mel_numpy).to(audio.device))
         window, mel_filters = self.stft_constants[audio.device]
-        stft = torch.stft(audio, self.n_fft, self.hop, window=window, return_complex=True)
-        power = stft[..., :-1].abs() ** 2  # (F, frames)
+        power = power_spectrogram(audio, self.n_fft, self.hop, window)[..., :-1]  # (..., F, frames)
         log_spec = (mel_filters @ power).clamp(min=1e-10).log10()
-        log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+        log_spec = torch.maximum(log_spec, log_spec.amax(dim=(-2, -1), keepdim=True) - 8.0)
         return (log_spec + 4.0) / 4.0
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        lengths = (attention_mask.sum(-1).long() if attention_mask is not None
-                   else torch.full((len(input_values),), input_values.shape[-1], device=input_values.device))
-        mels = [self.log_mel(wave[:n]) if n >= self.n_fft else
-                self.log_mel(nn.functional.pad(wave[:n], (0, self.n_fft - n))) for wave, n in zip(input_values, lengths.tolist())]
+    def mels(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return the log-mel of each clip (B, M, F), zero after a clip's end, and each clip's mel length (None: all full)."""
+        if attention_mask is None:  # clips of one length: one batched log-mel (what an ONNX export traces)
+            short = 0 if exporting() else self.min_samples - input_values.shape[-1]  # an export pads before (export.py)
+            return self.log_mel(nn.functional.pad(input_values, (0, short)) if short > 0 else input_values), None
+        lengths = attention_mask.sum(-1).long().tolist()
+        mels = [self.log_mel(wave[:n]) if n >= self.min_samples else
+                self.log_mel(nn.functional.pad(wave[:n], (0, self.min_samples - n))) for wave, n in zip(input_values, lengths)]
         mel_len = torch.tensor([m.shape[-1] for m in mels], device=input_values.device)
-        mel = nn.utils.rnn.pad_sequence([m.T for m in mels], batch_first=True).transpose(1, 2)  # (B, M, F)
-        in_mask = torch.arange(mel.shape[-1], device=mel.device)[None] < mel_len[:, None]
+        return nn.utils.rnn.pad_sequence([m.T for m in mels], batch_first=True).transpose(1, 2), mel_len
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        mel, mel_len = self.mels(input_values, attention_mask)  # (B, M, F), (B,)
         enc = self.encoder
-        x = nn.functional.gelu(enc.conv1(mel)) * in_mask[:, None]  # zero padding, as a lone clip sees
+        x = nn.functional.gelu(enc.conv1(mel))
+        if mel_len is not None:  # zero padding, as a lone clip sees
+            x = x * (torch.arange(mel.shape[-1], device=mel.device)[None] < mel_len[:, None])[:, None]
         x = nn.functional.gelu(enc.conv2(x)).transpose(1, 2)  # (B, T, D)
-        frames = (mel_len + 1) // 2
-        if x.shape[1] > enc.max_source_positions:
+        if not exporting() and x.shape[1] > enc.max_source_positions:
             raise ValueError(f"clip of {x.shape[1] / 50:.1f} s is longer than the encoder's 30 s: score it in windows")
-        mask = torch.arange(x.shape[1], device=x.device)[None] < frames[:, None]  # (B, T)
         x = x + enc.embed_positions.weight[: x.shape[1]]
-        bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(~mask, torch.finfo(x.dtype).min)
-        bias = bias[:, None, None, :]  # (B, 1, 1, T): padded keys get no attention
+        if mel_len is None:
+            mask, bias = torch.ones_like(x[..., 0], dtype=torch.bool), None  # (B, T): every frame real
+        else:
+            mask = torch.arange(x.shape[1], device=x.device)[None] < ((mel_len + 1) // 2)[:, None]  # (B, T)
+            bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(~mask, torch.finfo(x.dtype).min)
+            bias = bias[:, None, None, :]  # (B, 1, 1, T): padded keys get no attention
         layers = [x]
         for layer in enc.layers:
             x = layer(x, bias)

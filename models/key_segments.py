@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import ResNetConfig, ResNetModel
 
-from models.spectral import SAMPLE_RATE, LogMel, clips, floor_db, load_image_weights, standardize, time_mask
+from .spectral import SAMPLE_RATE, LogMel, clips, floor_db, load_image_weights, standardize, time_mask
 
 SEGMENT_OVERLAP = 0.25  # share of a segment shared with the next one
 

@@ -16,7 +16,9 @@ from torch import nn
 from transformers import EfficientNetConfig, EfficientNetModel
 from transformers.audio_utils import mel_filter_bank
 
-SAMPLE_RATE = 16_000
+from .stft import power_spectrogram
+from .waveform import SAMPLE_RATE, peak_normalize, trim_silence
+
 TOP_DB = 80.0  # log-mel floor under the clip's loudest bin (as librosa.power_to_db): digital silence is no outlier
 
 logger = logging.getLogger(__name__)
@@ -41,9 +43,7 @@ class LogMel(nn.Module):
         if wave.shape[-1] < self.min_samples:
             wave = nn.functional.pad(wave, (0, self.min_samples - wave.shape[-1]))
         flat = wave.reshape(-1, wave.shape[-1])
-        stft = torch.stft(flat, self.n_fft, self.hop, win_length=self.win_length, window=self.window,
-                          center=True, pad_mode="constant", return_complex=True)  # as librosa
-        power = stft.abs() ** 2  # (S, F, T)
+        power = power_spectrogram(flat, self.n_fft, self.hop, self.window, pad_mode="constant")  # (S, F, T), as librosa
         db = 10.0 * torch.log10(self.filters @ power + 1e-10)  # (S, M, T)
         return db.reshape(*wave.shape[:-1], *db.shape[-2:])
 
@@ -223,8 +223,6 @@ class MelEfficientNet(nn.Module):
 
     def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         """One clip (N,) -> (M, T): trimmed, peak-normalised, log-mel z-scored over the clip."""
-        from augment import peak_normalize, trim_silence
-
         audio = peak_normalize(trim_silence(wave.detach().cpu().numpy(), self.trim_db))
         return standardize(floor_db(self.mel(torch.from_numpy(audio).to(wave.device))))
 

@@ -89,12 +89,18 @@ def test_checkpoint_round_trip_and_pipeline(tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["id2label"]["0"] == "angry" and saved["model_type"] == "speech-emotion"
     assert (tmp_path / "model.safetensors").exists() and not list(tmp_path.glob("*.bin"))
+    # the code travels with the weights: auto_map names files that are in the folder
+    assert saved["auto_map"] == {"AutoConfig": "configuration.EmotionConfig",
+                                 "AutoModelForAudioClassification": "classifier.EmotionClassifier"}
+    impl = saved["custom_pipelines"]["audio-classification"]["impl"]
+    for module in ["configuration", "classifier", impl.split(".")[0], "cnn1d", "encoders", "pooling", "spectral"]:
+        assert (tmp_path / f"{module}.py").is_file(), module
     reloaded = AutoModelForAudioClassification.from_pretrained(tmp_path).eval()
     audio = np.random.default_rng(0).standard_normal(12000).astype(np.float32) * 0.1
     inputs = extractor(audio, sampling_rate=16000, return_tensors="pt")
     with torch.no_grad():
         assert torch.allclose(model(**inputs).logits, reloaded(**inputs).logits, atol=1e-6)
-    scores = pipeline("audio-classification", model=str(tmp_path))(audio, top_k=None)
+    scores = pipeline("audio-classification", model=str(tmp_path), trust_remote_code=True)(audio, top_k=None)
     assert sorted(s["label"] for s in scores) == LABELS
     assert abs(sum(s["score"] for s in scores) - 1) < 1e-4
 

@@ -145,7 +145,7 @@ def test_train_save_and_infer(backbone, extra, tmp_path, emodb_rows):
     clip = load_audio(next(r.path for r in emodb_rows if r.speaker == "emodb:03"))
     probs, windows = recognizer.predict(clip)
     assert set(probs) == set(LABELS) and sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
-    scores = {s["label"]: s["score"] for s in pipeline("audio-classification", model=str(out))(clip)}
+    scores = {s["label"]: s["score"] for s in pipeline("audio-classification", model=str(out), trust_remote_code=True)(clip)}
     assert scores == pytest.approx(probs, abs=1e-4)
 
 

@@ -37,7 +37,7 @@ def test_whisper_head_on_unseen_speakers(tmp_path, whisper_path, emodb_rows):
 
     # the saved checkpoint through `pipeline`, on the held-out speakers' clips
     test_rows = [r for r in emodb_rows if r.speaker in ("emodb:03", "emodb:14") and r.label in ("angry", "happy", "neutral", "sad")]
-    classify = pipeline("audio-classification", model=str(out))
+    classify = pipeline("audio-classification", model=str(out), trust_remote_code=True)
     predicted = [classify(load_audio(r.path))[0]["label"] for r in test_rows]
     recalls = [np.mean([p == r.label for p, r in zip(predicted, test_rows) if r.label == lab]) for lab in ("angry", "happy", "neutral", "sad")]
     assert np.mean(recalls) > 0.6
