@@ -2,6 +2,7 @@
 
     python app.py                                   # http://127.0.0.1:7860, models from checkpoints/
     python app.py --host 0.0.0.0 --port 8080 --checkpoints runs/mine --max_seconds 120 --max_upload_mb 50
+    GRADIO_SERVER_NAME=0.0.0.0 GRADIO_SERVER_PORT=8080 python app.py   # the same address; flags win
 
 The model chosen at launch is the one named in CHECKPOINTS/default.txt, else the checkpoint with
 the highest held-out UA. Nothing is fetched from the network.
@@ -29,15 +30,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     summary, details = __doc__.split("\n\n", 1)
     parser = argparse.ArgumentParser(description=summary, epilog=details,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=7860, help="port to serve on")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
+                        help="address to serve on (0.0.0.0: every interface); default: $GRADIO_SERVER_NAME, "
+                             "else 127.0.0.1")
+    parser.add_argument("--port", type=int, default=None,
+                        help="port to serve on; default: $GRADIO_SERVER_PORT, else 7860")
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"),
                         help="folder whose checkpoint subfolders the page offers; nothing else can be loaded")
     parser.add_argument("--max_seconds", type=float, default=600.0, help="longest audio accepted, in seconds")
     parser.add_argument("--max_upload_mb", type=float, default=200.0,
                         help="largest upload accepted, in MB (a 10-minute 48 kHz stereo WAV is about 110 MB); "
                              "larger files are refused before they are stored")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.port is None:  # the flag wins over the environment, as with Gradio's own launch()
+        port = os.environ.get("GRADIO_SERVER_PORT") or "7860"
+        if not port.isdigit():
+            parser.error(f"GRADIO_SERVER_PORT={port!r} is not a port number")
+        args.port = int(port)
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

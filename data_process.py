@@ -12,29 +12,205 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".webm", ".m4a", "
 
 
 class AudioError(ValueError):
-    """Raised when a file cannot be turned into speech samples; the message names the file."""
+    """Raised when a file cannot be turned into speech samples; the message names the file.
+
+    `reason` says why in one word (a key of audio_checks.MESSAGES, which words it for users) and
+    `facts` hold the numbers that sentence quotes (e.g. seconds, limit).
+    """
+
+    def __init__(self, message: str, reason: str = "unreadable", **facts):
+        super().__init__(message)
+        self.reason, self.facts = reason, facts
+
+    def __reduce__(self):  # picklable across DataLoader workers despite the keyword facts
+        return _rebuild_audio_error, (self.args[0], self.reason, self.facts)
 
 
-def load_audio(path: str | Path, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Return the file's samples as mono float32 at `sampling_rate` (16 kHz by default)."""
+def _rebuild_audio_error(message: str, reason: str, facts: dict) -> AudioError:
+    return AudioError(message, reason, **facts)
+
+
+BLOCK_SECONDS = 1           # libsndfile formats are read in blocks of this length and downmixed as they come
+FFMPEG_TIMEOUT_S = 120      # a decode that takes longer is abandoned (it is bounded by max_seconds anyway)
+
+
+def load_audio(path: str | Path, sampling_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
+    """Return the file's samples as mono float32 at `sampling_rate` (16 kHz by default).
+
+    With `max_seconds`, a longer file raises AudioError (reason "too_long") with memory and work
+    bounded whatever the file holds: the length in the header refuses it before decoding, and the
+    decode itself stops just past the limit (a header may lie or say nothing). libsndfile reads
+    WAV, FLAC, Ogg/Opus and MP3; anything else (webm, m4a, aac) is decoded by ffmpeg as a stream.
+    A file that ends before its header says it should raises reason "truncated".
+    """
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a folder, not an audio file", "directory")
     if not path.is_file():
-        raise AudioError(f"{path}: no such file")
+        raise AudioError(f"{path}: no such file", "missing")
     if path.stat().st_size == 0:
-        raise AudioError(f"{path}: the file is empty")
-    try:
-        import soundfile as sf
-
-        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        audio = audio.mean(axis=1)
-    except Exception:  # formats libsndfile lacks (webm, m4a): librosa falls back to ffmpeg
-        try:
-            import librosa
-
-            audio, sr = librosa.load(str(path), sr=None, mono=True)
-        except Exception as err:
-            raise AudioError(f"{path}: not a readable audio file ({type(err).__name__}: {err})") from None
+        raise AudioError(f"{path}: the file is empty", "empty")
+    read = _read_soundfile(path, max_seconds)
+    audio, sr = read if read is not None else _read_ffmpeg(path, max_seconds)
     return to_model_rate(audio, sr, sampling_rate, name=str(path))
+
+
+def _too_long(path: Path, seconds: float, max_seconds: float, exact: bool = True) -> AudioError:
+    """The error for audio over the limit; `exact` False: decoding stopped at the limit, the length is unknown."""
+    what = f"is {seconds:.1f} s long" if exact else "goes on past the limit (decoding stopped there)"
+    return AudioError(f"{path}: the audio {what}; the limit is {max_seconds:g} s", "too_long",
+                      seconds=seconds if exact else None, limit=max_seconds)
+
+
+def _truncated(path: Path, found: float, expected: float | None) -> AudioError:
+    said = f"its header announces {expected:.1f} s" if expected else "decoding stopped on an error"
+    return AudioError(f"{path}: the file is cut short ({found:.1f} s decoded; {said})", "truncated",
+                      found=found, expected=expected)
+
+
+def _wav_data_frames(path: Path, block_align: int) -> int | None:
+    """Return the frames a WAV file's `data` chunk header announces, or None when it says nothing usable."""
+    import struct
+
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None  # RF64, W64: leave it to libsndfile
+        while True:
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return None
+            name, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"data":  # 0 or 0xFFFFFFFF: a recorder that never wrote the length
+                return size // block_align if 0 < size < 0xFFFFFFFF and block_align else None
+            handle.seek(size + (size & 1), 1)
+
+
+def _read_soundfile(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int] | None:
+    """Return (mono float32 samples, rate) via libsndfile, or None if libsndfile cannot open the file."""
+    import soundfile as sf
+
+    try:
+        handle = sf.SoundFile(str(path))
+    except Exception:  # not a libsndfile format (webm, m4a), or malformed for it: ffmpeg may still read it
+        return None
+    with handle:
+        sr, declared, kind = handle.samplerate, handle.frames, handle.format
+        if kind in ("WAV", "WAVEX"):  # libsndfile trims the length to the bytes present
+            announced = _wav_data_frames(path, handle.channels * _sample_bytes(handle.subtype))
+            declared = max(declared, announced or 0)
+        if max_seconds is not None and declared > max_seconds * sr:
+            raise _too_long(path, declared / sr, max_seconds)
+        limit = int(max_seconds * sr) + 1 if max_seconds is not None else None
+        blocks, got, failed = [], 0, False
+        try:
+            while limit is None or got < limit:
+                block = handle.read(sr * BLOCK_SECONDS if limit is None else min(sr * BLOCK_SECONDS, limit - got),
+                                    dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                blocks.append(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0].copy())
+                got += len(block)
+        except Exception as err:
+            if not got:
+                raise AudioError(f"{path}: not a readable audio file ({type(err).__name__}: {err})") from None
+            failed = True
+    if limit is not None and got >= limit:  # the header said less than the file holds
+        raise _too_long(path, got / sr, max_seconds, exact=False)
+    exact_length = kind in ("WAV", "WAVEX", "FLAC", "AIFF")  # headers that state the length exactly
+    if failed or (exact_length and got < declared - sr // 100):
+        raise _truncated(path, got / sr, declared / sr if exact_length else None)
+    return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)), sr
+
+
+def _sample_bytes(subtype: str) -> int:
+    """Return the bytes per sample of a libsndfile PCM/float subtype name (0 when it is not one)."""
+    import re
+
+    bits = re.search(r"(\d+)$", subtype)
+    return {"FLOAT": 4, "DOUBLE": 8, "ULAW": 1, "ALAW": 1}.get(subtype, int(bits.group(1)) // 8 if bits else 0)
+
+
+def _read_ffmpeg(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """Return (mono float32 samples, rate) decoded by ffmpeg, stopping just past `max_seconds`."""
+    import json
+    import shutil
+    import subprocess
+
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        raise AudioError(f"{path}: not a format libsndfile reads, and ffmpeg is not installed to decode it")
+    try:
+        probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+                                "stream=sample_rate:format=duration", "-of", "json", str(path)],
+                               capture_output=True, timeout=30, check=True)
+        info = json.loads(probe.stdout)
+        sr = int(info["streams"][0]["sample_rate"])
+    except Exception:
+        raise AudioError(f"{path}: not a readable audio file (ffprobe finds no audio stream in it)") from None
+    try:
+        duration = float(info.get("format", {}).get("duration"))
+    except (TypeError, ValueError):
+        duration = None  # e.g. webm written as a stream (MediaRecorder): no length in the header
+    if max_seconds is not None and duration and duration > max_seconds:
+        raise _too_long(path, duration, max_seconds)
+    command = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-f", "f32le"]
+    if max_seconds is not None:  # stop decoding just past the limit whatever the header said
+        command += ["-t", f"{max_seconds + 0.5:.3f}"]
+    audio, returncode, errors = _run_decoder([*command, "pipe:1"], path,
+                                             int((max_seconds + 1) * sr) if max_seconds is not None else None)
+    if max_seconds is not None and len(audio) > max_seconds * sr:
+        raise _too_long(path, len(audio) / sr, max_seconds, exact=False)
+    if returncode != 0:
+        if not len(audio):
+            raise AudioError(f"{path}: not a readable audio file ({(errors.splitlines() or ['ffmpeg failed'])[-1]})")
+        raise _truncated(path, len(audio) / sr, duration)
+    if duration and len(audio) < 0.9 * duration * sr - 0.2 * sr:  # decoded well short of the header's length
+        raise _truncated(path, len(audio) / sr, duration)
+    return audio, sr
+
+
+def _run_decoder(command: list[str], path: Path, most: int | None) -> tuple[np.ndarray, int, str]:
+    """Run an ffmpeg `command` writing float32 samples to stdout; return (samples, exit status, its last errors).
+
+    With `most`, the samples go straight into one buffer of that many (pages are committed only as
+    they fill, so a short file costs little), and a decoder that writes more is stopped there.
+    """
+    import subprocess
+    import tempfile
+    import threading
+
+    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty decoder cannot block
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors)
+        timed_out, full = threading.Event(), False
+
+        def stop() -> None:
+            timed_out.set()
+            process.kill()
+
+        timer = threading.Timer(FFMPEG_TIMEOUT_S, stop)
+        timer.start()
+        try:
+            if most is None:
+                data = b"".join(iter(lambda: process.stdout.read(1 << 20), b""))
+                audio = np.frombuffer(data[: len(data) // 4 * 4], dtype=np.float32)
+            else:
+                buffer = np.empty(most, dtype=np.float32)
+                view, got = memoryview(buffer).cast("B"), 0
+                while got < len(view) and (n := process.stdout.readinto(view[got:])):
+                    got += n
+                audio = buffer[: got // 4]
+                full = got == len(view)
+                if full:  # more than the caller will take: stop the decoder here
+                    process.kill()
+        finally:
+            process.stdout.close()
+            returncode = process.wait()
+            timer.cancel()
+        if timed_out.is_set():
+            raise AudioError(f"{path}: decoding took over {FFMPEG_TIMEOUT_S} s; the file is damaged or hostile")
+        errors.seek(0)
+        text = errors.read()[-4000:].decode(errors="replace")
+    return audio, 0 if full else returncode, text
 
 
 def to_model_rate(audio: np.ndarray, sr: int, sampling_rate: int = SAMPLE_RATE, name: str = "audio") -> np.ndarray:
@@ -46,9 +222,9 @@ def to_model_rate(audio: np.ndarray, sr: int, sampling_rate: int = SAMPLE_RATE, 
     if audio.ndim == 2:
         audio = audio.mean(axis=1 if audio.shape[1] <= 8 else 0)
     if audio.size == 0:
-        raise AudioError(f"{name}: contains no samples")
+        raise AudioError(f"{name}: contains no samples", "no_samples")
     if not np.all(np.isfinite(audio)):
-        raise AudioError(f"{name}: contains NaN or infinite samples")
+        raise AudioError(f"{name}: contains NaN or infinite samples", "not_finite")
     if sr != sampling_rate:
         import soxr
 

@@ -38,3 +38,30 @@ def average_statistics(embeddings: np.ndarray, groups: Sequence) -> tuple[np.nda
     pairs = [statistics(embeddings[groups == g]) for g in np.unique(groups)]
     means, stds = np.stack([m for m, _ in pairs]), np.stack([s for _, s in pairs])
     return means.mean(0), np.sqrt((stds.astype(np.float64) ** 2).mean(0)).astype(np.float32)
+
+
+def neutral_offset(embeddings: np.ndarray, groups: Sequence, is_neutral: np.ndarray) -> np.ndarray:
+    """Return the mean standardised embedding of neutral clips, averaged over the groups that have some."""
+    groups = np.asarray(groups)
+    offsets = []
+    for group in np.unique(groups):
+        rows = groups == group
+        if (rows & is_neutral).any():
+            mean, std = statistics(embeddings[rows])
+            offsets.append(((embeddings[rows & is_neutral] - mean) / std).mean(0))
+    return np.mean(offsets, axis=0).astype(np.float32) if offsets else np.zeros(embeddings.shape[1], np.float32)
+
+
+def from_calm_speech(calm: np.ndarray, std: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return a user's statistics from embeddings (N, F) of their calm speech: a calm clip sits `offset` standard
+    deviations from its speaker's mean, so the mean is placed that far back; the spread is the model's own."""
+    return (np.asarray(calm, dtype=np.float32).mean(0) - offset * std).astype(np.float32), np.asarray(std, np.float32)
+
+
+def from_session(seen: np.ndarray, mean: np.ndarray, std: np.ndarray, prior: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """Return a user's statistics from the embeddings (N, F) of their recordings so far, whatever they expressed:
+    their mean, drawn towards the model's by `prior` pseudo-recordings while there are few; the model's spread."""
+    seen = np.asarray(seen, dtype=np.float32).reshape(-1, len(mean))
+    weight = len(seen) / (len(seen) + prior)
+    own = seen.mean(0) if len(seen) else mean
+    return (weight * own + (1 - weight) * mean).astype(np.float32), np.asarray(std, np.float32)

@@ -35,7 +35,7 @@ from calibration import calibrate_folds, reliability_png
 from microphones import variant_maker
 from metrics import classification_report, compute_metrics, format_summary, summarize_folds
 from model_card import write_model_card
-from normalization import TRAIN_GROUPS, average_statistics, group_statistics
+from normalization import TRAIN_GROUPS, average_statistics, group_statistics, neutral_offset
 from plots import confusion_png, curves_png
 
 NORM_MODES = ("none", "speaker", "corpus")  # how test clips are standardised (see --normalize_test)
@@ -128,6 +128,8 @@ def embedding_datasets(model, embedded: np.ndarray, variants: list[np.ndarray], 
         mean, std = average_statistics(embedded[train_idx], groups[train_idx])
         model.embedding_mean.copy_(torch.from_numpy(mean))
         model.embedding_std.copy_(torch.from_numpy(std))
+        is_neutral = np.array([r.label == "neutral" for r in data])[train_idx]
+        model.neutral_offset.copy_(torch.from_numpy(neutral_offset(embedded[train_idx], groups[train_idx], is_neutral)))
 
     def make(idx, mode: str = norm, sets: tuple = (("", embedded),)):
         vectors = np.concatenate([e[idx] for _, e in sets])

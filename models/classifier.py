@@ -120,6 +120,9 @@ class EmotionClassifier(PreTrainedModel):
             # statistics for a clip heard alone: the training groups' average (set by train.py, saved with the weights)
             self.register_buffer("embedding_mean", torch.zeros(self.pool.output_dim))
             self.register_buffer("embedding_std", torch.ones(self.pool.output_dim))
+            # where calm (neutral) speech sits in a standardised group, on average: a user's few seconds of calm speech
+            # then place that user's own mean (normalization.from_calm_speech)
+            self.register_buffer("neutral_offset", torch.zeros(self.pool.output_dim))
         self.post_init()
 
     @property

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -15,20 +14,17 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from data_process import SAMPLE_RATE, AudioError, load_audio, to_model_rate
-from ui.model_store import ModelStore
+import audio_checks
+from data_process import SAMPLE_RATE
+from infer import Window
 from ui import uploads
+from ui.model_store import CheckpointError, ModelStore
 from ui.scheduler import Scheduler
 
 DEFAULT_MAX_SECONDS = 600.0  # longest audio accepted (--max_seconds)
-MIN_SECONDS = 0.3            # shorter clips hold no judgeable speech
 LONG_AUDIO_S = 8.0           # longer audio also gets the timeline and the per-window table
 TIMELINE_WINDOW_S = 4.0      # timeline windows: about one utterance, the length the models learned from
 TIMELINE_HOP_S = 2.0
-SILENCE_DBFS = -65.0         # loudest 30 ms frame below this: silent (the quietest corpus clip peaks near -55)
-VAD_MODE = 2                 # webrtcvad aggressiveness 0-3; 3 misses some quiet acted speech
-VAD_FRAME_S = 0.03
-MIN_SPEECH_S = 0.2           # voiced time needed to call it speech
 SCHEDULER = Scheduler()      # runs every model call of the process, in turns (ui/scheduler.py)
 RECENT = uploads.RecentUploads()  # uploads already read (and deleted), for Analyse again and model switches
 
@@ -56,39 +52,27 @@ class Analysis:
 
 
 # ---------------------------------------------------------------------------------------------
-# Audio in: decode, limit, check that there is speech.
+# Audio in: decode (bounded by the length limit), then the checks infer.py runs too (audio_checks).
 # ---------------------------------------------------------------------------------------------
-def _file_seconds(path: Path) -> float | None:
-    """Return the length of a file libsndfile can read from its header alone, else None."""
+def read_audio(value, max_seconds: float = DEFAULT_MAX_SECONDS) -> np.ndarray:
+    """Return the recording or file `value` as 16 kHz mono float32, or raise gr.Error saying why not.
+
+    `value` is what gr.Audio hands over: a file path (type="filepath"), a (rate, samples) tuple
+    (type="numpy", int16 or float, mono or stereo, any rate), or None. A file over `max_seconds`
+    is refused from its header, or once decoding reaches the limit, never after a full decode.
+    """
+    if value is None or (isinstance(value, str) and not value):
+        raise UserError("No audio yet: record with the microphone or upload a file, then press Analyse.")
+    if isinstance(value, (str, Path)) and uploads.is_upload(value):
+        return _read_upload(Path(value), max_seconds)
+    return _decode(value, max_seconds)
+
+
+def _decode(value, max_seconds: float) -> np.ndarray:
     try:
-        import soundfile as sf
-
-        info = sf.info(str(path))
-        return info.frames / info.samplerate if info.samplerate else None
-    except Exception:  # not a libsndfile format (mp3 on old builds, webm): decode to know
-        return None
-
-
-def _too_long(seconds: float, max_seconds: float) -> gr.Error:
-    return UserError(f"The audio is {seconds / 60:.1f} min long; the limit is {max_seconds / 60:.1f} min. "
-                    "Upload a shorter excerpt.")
-
-
-def _read_file(path: Path, max_seconds: float) -> np.ndarray:
-    """Return the audio file `path` as 16 kHz mono float32, or raise UserError saying why not."""
-    seconds = _file_seconds(path)
-    if seconds is not None and seconds > max_seconds:  # refuse before decoding a huge file
-        raise _too_long(seconds, max_seconds)
-    try:
-        audio = load_audio(path)
-    except AudioError as err:  # name the file as the user knows it, not the server's temp path
-        reason = str(err).replace(f"{path}: ", "", 1).replace(str(path), path.name)
-        detail = "" if reason.startswith("not a readable audio file") else f" ({reason})"
-        raise UserError(f"'{path.name}' could not be read as audio: it is not an audio file or it is "
-                        f"corrupt{detail}.") from None
-    if len(audio) > max_seconds * SAMPLE_RATE:
-        raise _too_long(len(audio) / SAMPLE_RATE, max_seconds)
-    return audio
+        return audio_checks.decode(value if isinstance(value, (str, Path)) else tuple(value), max_seconds)
+    except audio_checks.Rejected as err:  # the sentence infer.py writes too; a file named by name, not server path
+        raise UserError(err.message) from None
 
 
 def _read_upload(path: Path, max_seconds: float) -> np.ndarray:
@@ -100,7 +84,7 @@ def _read_upload(path: Path, max_seconds: float) -> np.ndarray:
                             "upload or record it again.")
         if kept is None:
             try:
-                kept = _read_file(path, max_seconds)
+                kept = _decode(path, max_seconds)
             except UserError as err:
                 kept = err.message
             finally:
@@ -111,53 +95,12 @@ def _read_upload(path: Path, max_seconds: float) -> np.ndarray:
     return kept
 
 
-def read_audio(value, max_seconds: float = DEFAULT_MAX_SECONDS) -> np.ndarray:
-    """Return the recording or file `value` as 16 kHz mono float32.
-
-    `value` is what gr.Audio hands over: a file path (type="filepath"), a (rate, samples) tuple
-    (type="numpy", int16 or float, mono or stereo, any rate), or None.
-    """
-    if value is None or (isinstance(value, str) and not value):
-        raise UserError("No audio yet: record with the microphone or upload a file, then press Analyse.")
-    if isinstance(value, (str, Path)):
-        audio = _read_upload(Path(value), max_seconds) if uploads.is_upload(value) else _read_file(Path(value), max_seconds)
-    else:
-        rate, samples = value
-        try:
-            audio = to_model_rate(samples, int(rate), name="the recording")
-        except AudioError as err:
-            raise UserError(f"The recording could not be used: {err}.") from None
-    seconds = len(audio) / SAMPLE_RATE
-    if seconds > max_seconds:
-        raise _too_long(seconds, max_seconds)
-    return audio
-
-
-def voiced_seconds(audio: np.ndarray) -> float:
-    """Return how many seconds of 16 kHz `audio` webrtcvad calls speech."""
-    import webrtcvad
-
-    vad = webrtcvad.Vad(VAD_MODE)
-    size = int(VAD_FRAME_S * SAMPLE_RATE)
-    pcm = (np.clip(audio[: len(audio) // size * size], -1, 1) * 32767).astype(np.int16).reshape(-1, size)
-    return sum(vad.is_speech(frame.tobytes(), SAMPLE_RATE) for frame in pcm) * VAD_FRAME_S
-
-
 def check_speech(audio: np.ndarray) -> None:
-    """Raise gr.Error if 16 kHz `audio` is too short, silent, or holds no speech."""
-    seconds = len(audio) / SAMPLE_RATE
-    if seconds < MIN_SECONDS:
-        raise UserError(f"The audio is only {seconds:.2f} s long: record or upload at least {MIN_SECONDS} s of speech.")
-    size = int(VAD_FRAME_S * SAMPLE_RATE)
-    frames = audio[: len(audio) // size * size].reshape(-1, size)
-    loudest = 20 * np.log10(np.sqrt((frames.astype(np.float64) ** 2).mean(axis=1)).max() + 1e-12)
-    if loudest < SILENCE_DBFS:
-        level = "every sample is zero" if loudest < -200 else f"its loudest moment is {loudest:.0f} dBFS"
-        raise UserError(f"The audio is silent ({level}). "
-                       "Check the microphone or the file and try again.")
-    if voiced_seconds(audio) < MIN_SPEECH_S:
-        raise UserError("No speech was detected in the audio (voice-activity check). "
-                       "Record or upload someone speaking.")
+    """Raise gr.Error unless 16 kHz `audio` can be judged: long enough, in range, not silent, with speech."""
+    try:
+        audio_checks.check(audio)
+    except audio_checks.Rejected as err:
+        raise UserError(err.message) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,14 +109,15 @@ def check_speech(audio: np.ndarray) -> None:
 def load_model(store: ModelStore, name: str | None):
     """Return the Recognizer for checkpoint `name`, or raise gr.Error saying why there is none."""
     if not store.checkpoints:
-        raise UserError(f"No checkpoints found in {store.root}: train one with train.py "
-                       f"(--output_dir {store.root}/NAME) and restart the app.")
+        raise UserError(f"No checkpoints found in the app's checkpoints folder ('{store.root.name}'): train one with "
+                       f"train.py (--output_dir {store.root.name}/NAME) and restart the app.")
     if not name or name not in store.checkpoints:
         raise UserError(f"Unknown model {name!r}: choose one of the list.")
     try:
         return store.get(name)
     except Exception as err:  # a broken checkpoint must not take the server down
-        raise UserError(f"The model '{name}' could not be loaded ({type(err).__name__}: {err}).") from None
+        detail = str(err) if isinstance(err, CheckpointError) else type(err).__name__  # never a server path
+        raise UserError(f"The model '{name}' could not be loaded ({detail}).") from None
 
 
 def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS,
@@ -190,17 +134,22 @@ def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float
     audio = read_audio(value, max_seconds)
     check_speech(audio)
     seconds = len(audio) / SAMPLE_RATE
-    score = partial(SCHEDULER.probabilities, recognizer, progress=progress)
-    if seconds > LONG_AUDIO_S:
-        windows = recognizer.windows(audio, TIMELINE_WINDOW_S, TIMELINE_HOP_S, score=score)
-    else:
-        windows = recognizer.windows(audio, score=score)
+    windows = scored_windows(recognizer, audio, *((TIMELINE_WINDOW_S, TIMELINE_HOP_S) if seconds > LONG_AUDIO_S else ()),
+                             progress=progress)
     mean = np.mean([w.probs for w in windows], axis=0)
     probs = dict(zip(recognizer.labels, map(float, mean)))
     if not all(np.isfinite(p) for p in probs.values()):
         raise UserError(f"The model '{model_name}' computed invalid numbers (NaN) for this audio; try another model.")
     ranked = dict(sorted(probs.items(), key=lambda item: item[1], reverse=True))
     return Analysis(model_name, ranked, windows, seconds, time.perf_counter() - start)
+
+
+def scored_windows(recognizer, audio: np.ndarray, window_seconds: float | None = None, hop_seconds: float | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> list[Window]:
+    """Return recognizer.windows(audio, ...), its model calls made on the shared SCHEDULER."""
+    spans = recognizer.spans(len(audio), window_seconds, hop_seconds)
+    probs = SCHEDULER.probabilities(recognizer, [audio[s:e] for s, e in spans], progress=progress)
+    return [Window(s / SAMPLE_RATE, e / SAMPLE_RATE, p) for (s, e), p in zip(spans, probs)]
 
 
 def bars_frame(probabilities: dict[str, float]) -> pd.DataFrame:
@@ -240,7 +189,10 @@ RESULT_OUTPUTS = ("note", "label", "bars", "timeline", "table")
 
 def predict(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS,
             progress=gr.Progress()) -> tuple:
-    """Return (note, label, bars, timeline, table) for the page, the last two shown only for long audio."""
+    """Return (note, label, bars, timeline, table) for the page, the last two shown only for long audio.
+
+    `progress` is Gradio's progress bar: it counts the windows of a long recording as they are scored.
+    """
     def windows_done(done: int, total: int) -> None:
         progress((done, total), desc="Scoring", unit="windows")
 
@@ -254,6 +206,30 @@ def predict(value, model_name: str | None, store: ModelStore, max_seconds: float
         gr.update(value=timeline_frame(analysis.windows, labels) if long else None, visible=long),
         gr.update(value=windows_table(analysis, labels) if long else None, visible=long),
     )
+
+
+def predict_endpoint(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS):
+    """Return predict() bound to `store` as a function of its own: its name and docstring are the /predict API docs."""
+    def predict_emotions(audio, model, progress=gr.Progress()):
+        """Score a speech recording: the probability of every emotion the chosen model knows.
+
+        The audio must hold speech: it is refused with a message saying why (the same checks and
+        sentences as infer.py) when it cannot be read, is cut short, too long, too short, silent,
+        has no speech, or has samples out of range.
+
+        Args:
+            audio: the recording (wav, flac, mp3, ogg, webm, m4a; any sample rate)
+            model: the checkpoint's name, one of the model list
+        Returns:
+            note: one line of Markdown (top emotion, model, length, time to analyse)
+            label: every emotion with its probability, highest first
+            bars: the same as a table (emotion, probability)
+            timeline: for audio longer than 8 s, each 4 s window's probabilities over time
+            table: for audio longer than 8 s, one row per window
+        """
+        return predict(audio, model, store, max_seconds, progress)
+
+    return predict_emotions
 
 
 def cleared() -> tuple:
@@ -273,8 +249,8 @@ def model_panel(store: ModelStore, name: str | None) -> tuple:
     if store.checkpoints and name not in store.checkpoints:
         return "No checkpoint could be loaded: choose one in the list to see why.", None, ""
     if not name:
-        note = (f"No checkpoints found in `{store.root}`. Train one with `python train.py ... "
-                f"--output_dir {store.root}/NAME` and restart the app.")
+        note = (f"No checkpoints found in the app's checkpoints folder (`{store.root.name}`). Train one with "
+                f"`python train.py ... --output_dir {store.root.name}/NAME` and restart the app.")
         return note, None, ""
     return store.describe(name), store.confusion_image(name), store.model_card(name)
 

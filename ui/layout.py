@@ -29,7 +29,7 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
     """Return the app's Blocks for the checkpoints of `store`, accepting audio up to `max_seconds`."""
     default = store.default
     description, confusion, card = callbacks.model_panel(store, default)
-    predict = partial(callbacks.predict, store=store, max_seconds=max_seconds)
+    predict = callbacks.predict_endpoint(store, max_seconds)  # named, with a docstring: the /predict API docs
     select = partial(callbacks.select_model, store=store, max_seconds=max_seconds)
 
     # uploads are deleted once read (ui/uploads.py); this sweep removes what no event read (an upload

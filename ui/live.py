@@ -4,7 +4,8 @@ Gradio's streaming gr.Audio sends the microphone's newest second as a small WAV 
 LIVE_EVERY_S. `update` keeps the last LIVE_WINDOW_S of it in the session's `Live` state, scores
 that window on the app's model worker (ui/scheduler.py, in turn with every other request) and
 returns the page's results: the window's probabilities, and the timeline of the windows so far.
-A window without speech (silence, a hum) is not scored: the note says so and the timeline waits.
+A window without speech (silence, a hum), or shorter than the checks' minimum (the first second),
+is not scored: the note says so and the timeline waits. The checks are the app's (audio_checks).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+import audio_checks
 from data_process import SAMPLE_RATE, AudioError, to_model_rate
 from infer import Window
 from ui import callbacks, uploads
@@ -87,9 +89,11 @@ def update(chunk, model_name: str | None, state: Live | None, store: ModelStore)
     audio = to_model_rate(state.recent, rate)
     seconds = len(audio) / SAMPLE_RATE
     try:
-        callbacks.check_speech(audio)
-    except callbacks.UserError:
-        note = f"Live · {state.heard:.0f} s heard · listening: no speech in the last {seconds:.0f} s"
+        audio_checks.check(audio)
+    except audio_checks.Rejected as err:
+        waiting = {"too_short": "listening", "silent": f"listening: no speech in the last {seconds:.0f} s",
+                   "no_speech": f"listening: no speech in the last {seconds:.0f} s"}
+        note = f"Live · {state.heard:.0f} s heard · {waiting.get(err.reason, err.message)}"
         return (state, note, *(gr.skip(),) * (len(callbacks.RESULT_OUTPUTS) - 1))
     probs = callbacks.SCHEDULER.probabilities(recognizer, [audio])[0]
     state.windows.append(Window(state.heard - seconds, state.heard, probs))

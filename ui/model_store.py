@@ -1,4 +1,9 @@
-"""The checkpoints the app may serve: listing, held-out UA, the default choice, and a cache of loaded models."""
+"""The checkpoints the app may serve: listing, held-out UA, the default choice, and a cache of loaded models.
+
+The checkpoints folder is a boundary: a checkpoint, or any file in one (weights, config, model
+card, confusion PNG), that is a symlink resolving outside the folder is refused, and no message
+meant for users shows a server path.
+"""
 from __future__ import annotations
 
 import json
@@ -9,6 +14,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_POINTER = "default.txt"  # optional file in the checkpoints folder naming the default checkpoint
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be served; the message names the checkpoint and shows no server path."""
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Return True if `path` exists and, every symlink followed, lies inside folder `root`."""
+    try:
+        path.resolve(strict=True).relative_to(root.resolve(strict=True))
+        return True
+    except (OSError, ValueError, RuntimeError):  # missing, a broken or looping link, or outside
+        return False
+
+
+def escapes(folder: Path, root: Path) -> list[str]:
+    """Return the names of the entries of checkpoint `folder` (itself included) that resolve outside `root`."""
+    if not inside(folder, root):
+        return [folder.name]
+    return [str(p.relative_to(folder)) for p in sorted(folder.rglob("*")) if not inside(p, root)]
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[/\\][^\s'\"`/\\()<>,;:]+)+[/\\]?")
+
+
+def public_message(text: str, folder: Path, name: str) -> str:
+    """Return `text` with checkpoint `folder` replaced by its name and any other absolute path by its last part."""
+    for form in {str(folder.resolve()), str(folder.absolute()), str(folder)}:
+        text = text.replace(form, name)
+    return _ABSOLUTE_PATH.sub(lambda m: Path(m.group().rstrip("/\\")).name or m.group(), text)
 
 
 def held_out_ua(metrics: dict) -> float | None:
@@ -60,16 +95,26 @@ class CheckpointInfo:
         return [id2label[k] for k in sorted(id2label, key=int)] if id2label else self.metrics.get("labels", [])
 
 
-def list_checkpoints(root: str | Path) -> list[CheckpointInfo]:
-    """Return the checkpoint folders directly inside `root` (those with a config.json), by name."""
+def list_checkpoints(root: str | Path, refused: dict[str, str] | None = None) -> list[CheckpointInfo]:
+    """Return the checkpoint folders directly inside `root` (those with a config.json), by name.
+
+    A folder that is, or holds, a symlink resolving outside `root` is left out; `refused` (when
+    given) gets its name and why, for the server log.
+    """
     root = Path(root)
     if not root.is_dir():
         return []
     found = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if (folder / "config.json").is_file():
-            found.append(CheckpointInfo(folder.name, folder, _read_json(folder / "config.json"),
-                                        _read_json(folder / "metrics.json")))
+        if not (folder / "config.json").is_file():
+            continue
+        outside = escapes(folder, root)
+        if outside:
+            if refused is not None:
+                refused[folder.name] = f"refused: links outside the checkpoints folder ({', '.join(outside)})"
+            continue
+        found.append(CheckpointInfo(folder.name, folder, _read_json(folder / "config.json"),
+                                    _read_json(folder / "metrics.json")))
     return found
 
 
@@ -77,7 +122,7 @@ def default_checkpoint(root: str | Path, checkpoints: list[CheckpointInfo]) -> s
     """Return the name in `root`/default.txt if it is a listed checkpoint, else the highest held-out UA."""
     names = [c.name for c in checkpoints]
     pointer = Path(root) / DEFAULT_POINTER
-    if pointer.is_file():
+    if pointer.is_file() and inside(pointer, Path(root)):
         wanted = pointer.read_text().strip()
         if wanted in names:
             return wanted
@@ -95,7 +140,8 @@ class ModelStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.checkpoints = {c.name: c for c in list_checkpoints(self.root)}
+        self.refused: dict[str, str] = {}  # checkpoint name -> why it is not offered (for the server log)
+        self.checkpoints = {c.name: c for c in list_checkpoints(self.root, self.refused)}
         self.default = default_checkpoint(self.root, list(self.checkpoints.values()))
         self._loaded: dict[str, object] = {}
         self._lock = threading.Lock()
@@ -113,16 +159,30 @@ class ModelStore:
         return name in self._loaded
 
     def get(self, name: str):
-        """Return the loaded `infer.Recognizer` for checkpoint `name`, loading it once."""
+        """Return the loaded `infer.Recognizer` for checkpoint `name`, loading it once.
+
+        Raises CheckpointError (naming the checkpoint, never its path) if it cannot be served.
+        """
         info = self.info(name)
         with self._lock:  # one load at a time; concurrent requests for the same model wait for it
             if name not in self._loaded:
                 from infer import Recognizer
 
-                recognizer = Recognizer(info.path)
-                _smoke_test(recognizer)
+                outside = escapes(info.path, self.root)  # again: links may have changed since the listing
+                if outside:
+                    raise CheckpointError(f"it links outside the checkpoints folder ({', '.join(outside)})")
+                try:
+                    recognizer = Recognizer(info.path)
+                    _smoke_test(recognizer)
+                except Exception as err:
+                    raise CheckpointError(public_message(f"{type(err).__name__}: {err}", info.path, name)) from err
                 self._loaded[name] = recognizer
             return self._loaded[name]
+
+    def file(self, name: str, filename: str) -> Path | None:
+        """Return checkpoint `name`'s file `filename` if it exists inside the checkpoints folder, else None."""
+        path = self.info(name).path / filename
+        return path if path.is_file() and inside(path, self.root) else None
 
     def preload(self) -> list[str]:
         """Load the default model now so the first request is fast; return why any checkpoint failed.
@@ -131,7 +191,7 @@ class ModelStore:
         """
         ranked = sorted(self.checkpoints.values(), key=lambda c: (c.ua is not None, c.ua or 0.0), reverse=True)
         order = [self.default] + [c.name for c in ranked if c.name != self.default] if self.default else []
-        errors = []
+        errors = [f"{name}: {why}" for name, why in self.refused.items()]
         for name in order:
             try:
                 self.get(name)
@@ -152,8 +212,8 @@ class ModelStore:
         from PIL import Image
 
         info = self.info(name)
-        png = info.path / "confusion.png"
-        if png.is_file():
+        png = self.file(name, "confusion.png")
+        if png is not None:
             with Image.open(png) as image:
                 return image.convert("RGB")
         confusion, labels, title = _confusion(info.metrics)
@@ -167,8 +227,8 @@ class ModelStore:
 
     def model_card(self, name: str) -> str:
         """Return the checkpoint's README.md without its YAML header, or a note that it has none."""
-        card = self.info(name).path / "README.md"
-        if not card.is_file():
+        card = self.file(name, "README.md")
+        if card is None:
             return "_This checkpoint has no model card (README.md)._"
         return re.sub(r"\A---\n.*?\n---\n", "", card.read_text(), flags=re.S)
 
