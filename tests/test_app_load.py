@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.ui_helpers import DEFAULT, TINY, app_log, app_url, checkpoints, long_speech, recording
+from tests.ui_helpers import DEFAULT, TINY, app_log, app_pid, app_url, checkpoints, long_speech, recording
 
 CLIENTS = 20
 TIME_LIMIT_S = 90  # the whole burst, on 2 shared CPU cores
@@ -102,3 +102,38 @@ def test_api_loads_only_listed_checkpoints(url, tmp_path):
     for name in ("../checkpoints", "/etc", str(tmp_path)):
         with pytest.raises(Exception, match="not in the list of choices|Unknown model"):
             client.predict(handle_file(str(recording())), name, api_name="/predict")
+
+
+def _resident_mb(pid: int) -> float:
+    status = open(f"/proc/{pid}/status").read()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+def test_hours_of_opus_are_refused_with_bounded_memory_and_deleted(url, tmp_path):
+    """Two hours of 6 kbit/s Opus in a few MB, its length in the header or not (a stream's header says 10 s):
+    refused at the length limit with the app's memory barely moved, and the upload gone from the server."""
+    import threading
+
+    from gradio_client import Client, handle_file
+    from tests.test_audio_checks import hours_of_opus
+    from ui.uploads import upload_folder
+
+    client, pid = Client(url, verbose=False), app_pid()
+    for path in hours_of_opus(tmp_path, hours=2):
+        before, peak, done = _resident_mb(pid), [0.0], threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], _resident_mb(pid))
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            with pytest.raises(Exception, match="limit.* 10.0 min"):
+                client.predict(handle_file(str(path)), DEFAULT, api_name="/predict")
+        finally:
+            done.set()
+            sampler.join()
+        assert peak[0] - before < 300, (path.name, before, peak[0])  # a full decode would add over 1 GB
+        assert not list(upload_folder().glob(f"*/{path.name}"))
