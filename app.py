@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_upload_mb", type=float, default=200.0,
                         help="largest upload accepted, in MB (a 10-minute 48 kHz stereo WAV is about 110 MB); "
                              "larger files are refused before they are stored")
+    parser.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+                        help="auto: a checkpoint's int8 graph (onnxruntime) where its int8.json shows it meets the "
+                             "drift bound (quantize.py), else float32; fp32: always float32; int8: int8 regardless")
     args = parser.parse_args(argv)
     if args.port is None:  # the flag wins over the environment, as with Gradio's own launch()
         port = os.environ.get("GRADIO_SERVER_PORT") or "7860"
@@ -53,14 +56,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from functools import partial
+
+    from infer import load_scorer
     from ui.layout import build
     from ui.model_store import ModelStore
 
-    store = ModelStore(args.checkpoints)
+    store = ModelStore(args.checkpoints, loader=partial(load_scorer, precision=args.precision, device="cpu"))
     for error in store.preload():
         print(f"warning: checkpoint failed to load: {error}", file=sys.stderr)
     if store.default:
-        print(f"{len(store.checkpoints)} checkpoint(s) in {store.root}; default: {store.default}")
+        precision = getattr(store.get(store.default), "precision", "fp32")
+        print(f"{len(store.checkpoints)} checkpoint(s) in {store.root}; default: {store.default} ({precision})")
     else:
         print(f"warning: no loadable checkpoint in {store.root}; the page will say so", file=sys.stderr)
     demo = build(store, args.max_seconds)

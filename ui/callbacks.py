@@ -45,6 +45,7 @@ class Analysis:
     windows: list                    # infer.Window list; several only for long audio
     seconds: float                   # length of the audio
     elapsed: float                   # server time from the file to the probabilities
+    precision: str = "fp32"          # what ran the model: fp32, or its int8 graph (quantize.py)
 
     @property
     def top(self) -> str:
@@ -141,7 +142,8 @@ def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float
     if not all(np.isfinite(p) for p in probs.values()):
         raise UserError(f"The model '{model_name}' computed invalid numbers (NaN) for this audio; try another model.")
     ranked = dict(sorted(probs.items(), key=lambda item: item[1], reverse=True))
-    return Analysis(model_name, ranked, windows, seconds, time.perf_counter() - start)
+    return Analysis(model_name, ranked, windows, seconds, time.perf_counter() - start,
+                    getattr(recognizer, "precision", "fp32"))
 
 
 def scored_windows(recognizer, audio: np.ndarray, window_seconds: float | None = None, hop_seconds: float | None = None,
@@ -177,7 +179,8 @@ def timeline_frame(windows: list, labels: list[str]) -> pd.DataFrame:
 def summary(analysis: Analysis) -> str:
     """Return the one-line Markdown note above the results."""
     top = analysis.top
-    return (f"**{top}** ({analysis.probabilities[top]:.0%}) · model `{analysis.model}` · "
+    model = f"`{analysis.model}`" + (" (int8)" if analysis.precision == "int8" else "")
+    return (f"**{top}** ({analysis.probabilities[top]:.0%}) · model {model} · "
             f"{analysis.seconds:.1f} s of audio · {analysis.elapsed:.2f} s to analyse")
 
 
