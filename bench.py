@@ -582,7 +582,7 @@ def write_report(results: Path, doc: Path) -> Path:
     lines += ["", "ENC is the Whisper-base encoder (`../shared/models/whisper-base-encoder`). Frozen-encoder "
               "systems train their head on cached encoder outputs (`feature_cache.py`).", ""]
     lines += accuracy_section(cells, shown, protocols, png, doc)
-    lines += generalization_section(cells, systems)
+    lines += generalization_section(cells, systems, results=results)
     lines += commands_section(cells)
     lines += aims_section(cells, results)
     lines += speed_section(read_json(results / "speed.json"), doc.with_name(doc.stem + "_speed.png"))

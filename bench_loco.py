@@ -36,6 +36,14 @@ IDEAS = [
      linear("--embedding_norm", "speaker")),
     ("whisper_linear_meanstd", "linear classifier on every layer's mean and standard deviation",
      linear(pooling="mean_std")),
+    ("whisper_linear_speakernorm_alone", "per-speaker standardisation, also trained on clips standardised as if alone",
+     linear("--embedding_norm", "speaker", "--train_alone", "true")),
+    ("whisper_linear_speakernorm_balanced", "per-speaker standardisation, (corpus, emotion) pairs drawn equally",
+     linear("--embedding_norm", "speaker", "--balanced_sampling", "true")),
+    ("whisper_linear_speakernorm_smooth", "per-speaker standardisation, label smoothing 0.1",
+     linear("--embedding_norm", "speaker", "--label_smoothing_factor", "0.1")),
+    ("whisper_linear_speakernorm_aug", "per-speaker standardisation, + one microphone/room variant of every clip",
+     linear("--embedding_norm", "speaker", "--augment_variants", "1")),
 ]
 
 
@@ -66,7 +74,32 @@ def row(values: dict[str, float], baseline: dict[str, float] | None = None) -> l
     return cells
 
 
-def generalization_section(cells: dict, systems: dict, protocol: str = "loco") -> list[str]:
+def users_lines(results, systems: list[str]) -> list[str]:
+    """Return the table of simulated app users (bench_users.py) of every system that has one."""
+    import json
+
+    if results is None:
+        return []
+    found = {s: json.loads(p.read_text()) for s in systems if (p := results / s / "loco" / "users.json").is_file()}
+    if not found:
+        return []
+    lines = ["", "### One person, one microphone: calibrating in the app", "",
+             "Each speaker of a left-out corpus plays a new user of the app (`bench_users.py`): two of their neutral "
+             "clips are kept for calibration and never judged; every other clip of theirs is judged alone, after "
+             "calibrating on one or two calm clips, with the statistics of their earlier clips in the session (a "
+             "random order, drawn towards the model's own by a prior of a few pseudo-clips), or with all of their "
+             "clips (an upper bound). UA on the same clips in every row:", ""]
+    for s, result in found.items():
+        ways = list(result["mean"])
+        lines += [f"`{s}`:", "", "| judged | " + " | ".join(LOCO_CORPORA) + " | mean |", "|---|" + "---|" * 6]
+        for way in ways:
+            values = {c: result["by_corpus"][c][way] for c in LOCO_CORPORA if c in result["by_corpus"]}
+            lines.append(f"| {way} | " + " | ".join(row(values)) + " |")
+        lines.append("")
+    return lines
+
+
+def generalization_section(cells: dict, systems: dict, protocol: str = "loco", results=None) -> list[str]:
     """Return the document's leave-one-corpus-out section from the cells of `protocol`."""
     ran = {s: c for (s, p), c in cells.items() if p == protocol and c["reports"]}
     if not ran:
@@ -94,6 +127,7 @@ def generalization_section(cells: dict, systems: dict, protocol: str = "loco") -
         for s, cell in modes.items():
             for mode, text in (("none", "each clip alone"), ("speaker", "per test speaker"), ("corpus", "per corpus")):
                 lines.append(f"| `{s}` | {text} | " + " | ".join(row(by_left_out(cell["reports"], mode=mode))) + " |")
+    lines += users_lines(results, list(ran))
     calibrated = {s: c["calibration"] for s, c in ran.items() if c.get("calibration")}
     if calibrated:
         lines += ["", "### Calibration (expected calibration error, 15 bins)", "",

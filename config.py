@@ -41,6 +41,9 @@ class DataArguments:
                 "alone, with the training groups' average statistics, as the app scores one recording), speaker or "
                 "corpus (the statistics of each test speaker's / corpus's clips, as infer.py --normalize does). The "
                 "fold reports hold all three."})
+    balanced_sampling: bool = field(default=False, metadata={
+        "help": "Draw the training clips so that every (corpus, emotion) pair is equally frequent (as many clips per "
+                "epoch as before): a large corpus or a frequent emotion no longer dominates what the model learns."})
     augment_variants: int = field(default=0, metadata={
         "help": "With a frozen encoder: also train on K augmented variants of every training clip that imitate real "
                 "microphones and rooms (babble or coloured noise at 5-20 dB SNR, a room, a telephone or laptop band, "
@@ -90,9 +93,15 @@ class ModelArguments:
                 "own mean and std; removes the shift of language and recording setup). Needs a path to the embedding "
                 "without learned weights: a frozen encoder, --layer_mix concat or last, --projector_dim 0, --pooling "
                 "mean, mean_std or max. The checkpoint keeps the groups' average statistics for a clip heard alone."})
+    train_alone: bool = field(default=False, metadata={
+        "help": "With --embedding_norm: also train on every clip standardised with the model's own statistics, as a "
+                "clip heard alone is at inference, so that one model serves single clips and groups of clips."})
     class_weighted: bool = field(default=False, metadata={"help": "Weight the loss by inverse class frequency."})
     patience: int = field(default=8, metadata={"help": "Early stopping: epochs without a better validation UA."})
     save_fp16: bool = field(default=False, metadata={"help": "Store the final weights in float16 (half the size)."})
+    loco_metrics: str | None = field(default=None, metadata={
+        "help": "With --protocol all: metrics.json of the same recipe's leave-one-corpus-out run, quoted in the model "
+                "card; its calibration (temperature, unsure threshold) is stored in the checkpoint."})
     cv_metrics: str | None = field(default=None, metadata={
         "help": "With --protocol all: metrics.json of the same recipe's cross-validation, quoted in the model card."})
 

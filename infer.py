@@ -31,6 +31,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
@@ -39,6 +40,7 @@ import numpy as np
 
 import audio_checks
 from data_process import AUDIO_EXTENSIONS, SAMPLE_RATE, find_audio_files, load_audio, to_model_rate
+from normalization import shrunk_statistics
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MAX_SECONDS = 3600.0  # longest file scored by default: an hour is 230 MB of 16 kHz samples
@@ -50,7 +52,7 @@ class Window:
     start: float  # seconds
     end: float
     probs: np.ndarray  # (C,)
-    embedding: np.ndarray | None = None  # (D,) the pooled vector the classifier read, when asked for
+    embedding: np.ndarray | None = None  # (D,) the pooled embedding (before any standardisation), when asked for
 
 
 class Prediction(NamedTuple):
@@ -213,20 +215,35 @@ class Recognizer(Scorer):
 
     @property
     def embedding_dim(self) -> int:
-        """Length of the pooled vector the classifier reads (what `embed` returns)."""
-        from torch import nn
+        """Length of the pooled embedding (what `embed` returns)."""
+        return int(self.model.pool.output_dim)
 
-        head = self.model.classifier
-        first = head if isinstance(head, nn.Linear) else next(m for m in head.modules() if isinstance(m, nn.Linear))
-        return first.in_features
+    @property
+    def normalizes(self) -> bool:
+        """Whether the model standardises embeddings with group statistics (trained with --embedding_norm)."""
+        return bool(getattr(self.model, "normalizes", False))
+
+    def model_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the statistics the model uses for a clip heard alone (its training groups' average)."""
+        return (self.model.embedding_mean.float().cpu().numpy(), self.model.embedding_std.float().cpu().numpy())
 
     def probabilities(self, clips: list[np.ndarray]) -> np.ndarray:
         """Return softmax probabilities (N, C) for N clips, batched by similar length."""
         return self._forward(clips, embeddings=False)[0]
 
     def probabilities_and_embeddings(self, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Return probabilities (N, C) and the pooled vectors (N, D) the classifier read."""
+        """Return probabilities (N, C) and the pooled embeddings (N, D) of N clips."""
         return self._forward(clips, embeddings=True)
+
+    def classify(self, embeddings: np.ndarray, mean: np.ndarray | None = None,
+                 std: np.ndarray | None = None) -> np.ndarray:
+        """Return probabilities (N, C) of pooled embeddings (N, D), standardised with (mean, std) when given."""
+        import torch
+
+        as_tensor = lambda a: None if a is None else torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa
+        with torch.inference_mode():
+            logits = self.model.classify(as_tensor(embeddings), as_tensor(mean), as_tensor(std))
+            return torch.softmax(logits.float(), dim=-1).cpu().numpy()
 
     def _forward(self, clips: list[np.ndarray], embeddings: bool) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
@@ -234,24 +251,16 @@ class Recognizer(Scorer):
         order = np.argsort([len(c) for c in clips], kind="stable")
         probs = np.zeros((len(clips), len(self.labels)), dtype=np.float32)
         vectors = np.zeros((len(clips), self.embedding_dim), dtype=np.float32) if embeddings else None
-        captured: list = []
-        # the classifier's input is the pooled vector (dropout is off in eval mode)
-        hook = self.model.classifier.register_forward_pre_hook(lambda module, args: captured.append(args[0])) \
-            if embeddings else None
-        try:
-            with torch.inference_mode():
-                for i in range(0, len(clips), self.batch_size):
-                    chosen = order[i:i + self.batch_size]
-                    batch = self.extractor([clips[j] for j in chosen], sampling_rate=SAMPLE_RATE, padding=True,
-                                           return_attention_mask=True, return_tensors="pt")
-                    logits = self.model(input_values=batch["input_values"].to(self.device),
-                                        attention_mask=batch["attention_mask"].to(self.device)).logits
-                    probs[chosen] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-                    if embeddings:
-                        vectors[chosen] = captured.pop().float().cpu().numpy()
-        finally:
-            if hook is not None:
-                hook.remove()
+        with torch.inference_mode():
+            for i in range(0, len(clips), self.batch_size):
+                chosen = order[i:i + self.batch_size]
+                batch = self.extractor([clips[j] for j in chosen], sampling_rate=SAMPLE_RATE, padding=True,
+                                       return_attention_mask=True, return_tensors="pt")
+                pooled = self.model.embed(batch["input_values"].to(self.device),
+                                          batch["attention_mask"].to(self.device))
+                probs[chosen] = torch.softmax(self.model.classify(pooled).float(), dim=-1).cpu().numpy()
+                if embeddings:
+                    vectors[chosen] = pooled.float().cpu().numpy()
         return probs, vectors
 
 
@@ -281,7 +290,7 @@ def load_scorer(checkpoint: str, runtime: str = "torch", precision: str = "auto"
     """Return the Scorer for `checkpoint`: its int8 graph (onnxruntime) where quantize.choose says so, else
     `runtime` in float32. `scorer.precision` says which ("int8" or "fp32").
 
-    auto keeps float32 where int8 cannot serve: embeddings asked for, or a GPU to run on.
+    auto keeps float32 where int8 cannot serve: embeddings asked for (--embeddings, --normalize), or a GPU.
     """
     import quantize
 
@@ -426,15 +435,15 @@ def _complete_lines(path: Path) -> str:
 class Progress:
     """A bar on a terminal; elsewhere (a log, a pipe) a plain line every PROGRESS_EVERY_S seconds and at the end."""
 
-    def __init__(self, total: int, done: int, stream=None):
-        self.stream = stream or sys.stderr
+    def __init__(self, total: int, done: int, stream=None, label: str = "scoring"):
+        self.stream, self.label = stream or sys.stderr, label
         self.total, self.count, self.start, self.last = total, done, time.monotonic(), time.monotonic()
         self.first = done
         self.bar = None
         if self.stream.isatty():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=done, unit="file", desc="scoring", file=self.stream)
+            self.bar = tqdm(total=total, initial=done, unit="file", desc=label, file=self.stream)
 
     def update(self, n: int = 1) -> None:
         self.count += n
@@ -447,7 +456,7 @@ class Progress:
         self.last = time.monotonic()
         rate = (self.count - self.first) / max(self.last - self.start, 1e-9)
         left = f", about {(self.total - self.count) / rate:.0f} s left" if rate > 0 and self.count < self.total else ""
-        print(f"infer: {self.count}/{self.total} files ({self.count / max(self.total, 1):.0%}), "
+        print(f"infer: {self.label} {self.count}/{self.total} files ({self.count / max(self.total, 1):.0%}), "
               f"{rate:.2f} files/s{left}", file=self.stream, flush=True)
 
     def close(self) -> None:
@@ -536,10 +545,50 @@ class Embeddings:
             os.replace(temporary, self.path)
 
 
+# --normalize: how files are grouped to standardise their embeddings together (a model trained with --embedding_norm)
+GROUPINGS = {
+    "folder": lambda path, pattern: str(Path(path).parent),
+    "speaker": lambda path, pattern: (m.group(1) if m.groups() else m.group(0)) if (m := re.search(pattern, Path(path).name))
+    else "?",
+}
+
+
+def group_statistics_pass(scorer: Scorer, files: list[str], normalize: str, pattern: str | None,
+                          max_seconds: float | None, allow_nonspeech: bool) -> dict:
+    """Return {path: Prediction or refusal}, every file's windows standardised with its group's statistics.
+
+    A first pass embeds every file; each group (a folder, or a speaker named by --speaker_pattern) then gets the
+    statistics of its windows, drawn towards the model's own while the group is small (normalization.py).
+    """
+    results: dict = {}
+    progress = Progress(len(files), 0, label=f"embedding (--normalize {normalize})")
+    for start in range(0, len(files), max(scorer.batch_size * 4, 16)):
+        part = [(path, _decode(path, max_seconds, allow_nonspeech)) for path in files[start:start + scorer.batch_size * 4]]
+        good = [i for i, (_, audio) in enumerate(part) if not isinstance(audio, Exception)]
+        scored = dict(zip(good, _score(scorer, [part[i][1] for i in good], True))) if good else {}
+        results.update((path, scored.get(i, audio)) for i, (path, audio) in enumerate(part))
+        progress.update(len(part))
+    progress.close()
+    group = {path: GROUPINGS[normalize](path, pattern) for path in files}
+    vectors: dict[str, list] = {}
+    for path, result in results.items():
+        if isinstance(result, Prediction):
+            vectors.setdefault(group[path], []).extend(w.embedding for w in result.windows)
+    mean, std = scorer.model_statistics()
+    statistics = {g: shrunk_statistics(np.stack(v), mean, std) for g, v in vectors.items()}
+    for path, result in results.items():
+        if isinstance(result, Prediction):
+            probs = scorer.classify(np.stack([w.embedding for w in result.windows]), *statistics[group[path]])
+            windows = [dataclasses.replace(w, probs=p) for w, p in zip(result.windows, probs)]
+            results[path] = Prediction(dict(zip(scorer.labels, map(float, probs.mean(0)))), windows)
+    return results
+
+
 def run(checkpoint: str | None, output: str, inputs: list[str], segments: bool = False, fmt: str | None = None,
         device: str = "auto", batch_size: int = 8, top_k: int | None = None, embeddings: str | None = None,
         max_seconds: float | None = DEFAULT_MAX_SECONDS, allow_nonspeech: bool = False, overwrite: bool = False,
-        runtime: str = "torch", scorer: Scorer | None = None) -> int:
+        runtime: str = "torch", scorer: Scorer | None = None, normalize: str = "none",
+        speaker_pattern: str | None = None) -> int:
     """Score every audio file under `inputs` into `output` ("-": standard output); return how many failed."""
     checkpoint = checkpoint or default_checkpoint()
     if scorer is None:
@@ -567,6 +616,15 @@ def run(checkpoint: str | None, output: str, inputs: list[str], segments: bool =
     if done:
         print(f"infer: resuming {output}: {len(files) - len(todo)} of {len(files)} files are in it already",
               file=sys.stderr)
+    ready = {}  # --normalize: every file was scored in a first pass, with its group's statistics
+    if normalize != "none":
+        if not getattr(scorer, "normalizes", False):
+            raise SystemExit(f"--normalize {normalize}: this checkpoint standardises nothing (it was not trained with "
+                             "--embedding_norm); it scores each file alone")
+        if normalize == "speaker" and not speaker_pattern:
+            raise SystemExit("--normalize speaker needs --speaker_pattern, a regular expression whose first group is "
+                             "the speaker in a file name (e.g. '^(\\d\\d)' for EmoDB's 03a01Fa.wav)")
+        ready = group_statistics_pass(scorer, files, normalize, speaker_pattern, max_seconds, allow_nonspeech)
     handle = sys.stdout if to_stdout else open(target, "a" if done else "w", newline="", encoding="utf-8")
     if not done:
         handle.write(writer.header())
@@ -581,12 +639,13 @@ def run(checkpoint: str | None, output: str, inputs: list[str], segments: bool =
         queue = iter(todo)
         while True:
             while len(pending) < 2 * chunk and (path := next(queue, None)) is not None:
-                pending.append((path, pool.submit(_decode, path, max_seconds, allow_nonspeech)))
+                pending.append((path, pool.submit(ready.get, path) if ready else
+                                pool.submit(_decode, path, max_seconds, allow_nonspeech)))
             if not pending:
                 break
             batch = [pending.popleft() for _ in range(min(chunk, len(pending)))]
             decoded = [(path, future.result()) for path, future in batch]
-            good = [i for i, (_, result) in enumerate(decoded) if not isinstance(result, Exception)]
+            good = [i for i, (_, result) in enumerate(decoded) if isinstance(result, np.ndarray)]  # decoded audio
             results = dict(zip(good, _score(scorer, [decoded[i][1] for i in good], bool(embeddings)))) if good else {}
             for i, (path, result) in enumerate(decoded):
                 record = _record(path, results.get(i, result))
@@ -684,6 +743,15 @@ def main(argv: list[str] | None = None) -> None:
                              "it meets the drift bound (>= 99%% top-1 agreement with float32, <= 0.5 point of UA "
                              "lost on real clips), else float32 in --runtime; fp32: always float32; int8: int8 even "
                              "where it was not measured")
+    parser.add_argument("--normalize", choices=["none", *GROUPINGS], default="none",
+                        help="with a checkpoint trained with --embedding_norm (the default model): standardise each "
+                             "file's embedding with the statistics of its group rather than judging it alone. folder: "
+                             "the files of one folder (one speaker or one recording setup); speaker: the files whose "
+                             "names --speaker_pattern gives the same speaker. Same voice and microphone, fewer "
+                             "confident mistakes: docs/benchmarks.md measures it (leave-one-corpus-out)")
+    parser.add_argument("--speaker_pattern", default=None, metavar="REGEX",
+                        help="with --normalize speaker: a regular expression searched in each file name; its first "
+                             "group (else the whole match) is the speaker, e.g. '^(\\d\\d)' for EmoDB")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or (args.top_k is not None and args.top_k < 1):
         parser.error("--batch_size and --top_k must be at least 1")
@@ -694,12 +762,12 @@ def main(argv: list[str] | None = None) -> None:
             parser.error("no --checkpoint given and no default named in checkpoints/default.txt")
         try:
             scorer = load_scorer(checkpoint, args.runtime, args.precision, args.device, args.batch_size,
-                                 embeddings=bool(args.embeddings))
+                                 embeddings=bool(args.embeddings) or args.normalize != "none")
         except (FileNotFoundError, ValueError) as err:
             raise SystemExit(f"infer: {err}") from None
         run(checkpoint, args.output, args.inputs, args.segments, args.format, args.device, args.batch_size,
             args.top_k, args.embeddings, args.max_seconds or None, args.allow_nonspeech, args.overwrite, args.runtime,
-            scorer=scorer)
+            scorer=scorer, normalize=args.normalize, speaker_pattern=args.speaker_pattern)
     except KeyboardInterrupt as err:
         where = ("" if args.output == "-"
                  else f"; {args.output} holds every file finished so far: the same command resumes")

@@ -237,7 +237,42 @@ With this project: `python infer.py --checkpoint {name} --output out.csv FILES_O
 `python export.py --checkpoint {name} --format onnx` for one ONNX graph (waveform in, probabilities out)."""
 
 
-SECTIONS: list[Callable[[Path, dict, dict], str]] = [overview, held_out, training_data, usage]
+def _left_out(report: dict) -> str:
+    return "+".join(report.get("test_corpora") or sorted({s.split(":")[0] for s in report.get("test_speakers", [])}))
+
+
+def generalization(folder: Path, settings: dict, metrics: dict) -> str:
+    """Leave-one-corpus-out figures of the same recipe and its calibration, when the checkpoint quotes them."""
+    loco = metrics.get("leave_one_corpus_out")
+    if not loco:
+        return ""
+    folds = loco["folds"]
+    names = [_left_out(r) for r in folds]
+    modes = [("none", "each clip alone (the app, `infer.py`)")]
+    if all("normalization" in r for r in folds):
+        modes += [("speaker", "with its speaker's other clips (`infer.py --normalize speaker`)"),
+                  ("corpus", "with the other clips of its corpus (`infer.py --normalize folder`)")]
+    rows = []
+    for mode, text in modes:
+        values = [(r["normalization"][mode]["ua"] if "normalization" in r else r["ua"]) for r in folds]
+        rows.append(f"| {text} | " + " | ".join(f"{v:.3f}" for v in values) + f" | **{sum(values) / len(values):.3f}** |")
+    table = "\n".join([f"| UA, a clip judged | {' | '.join(names)} | mean |", "|---" * (len(names) + 2) + "|", *rows])
+    cal = loco.get("calibration")
+    calibration = ""
+    if cal:
+        by_fold = list(cal["folds"].values())
+        calibration = (f"\n\nProbabilities are calibrated: the logits are divided by a temperature of "
+                       f"{cal['temperature']:.2f}, fit on these left-out corpora's predictions. Expected calibration "
+                       "error (15 bins), each corpus checked with a temperature fit on the other four: "
+                       + ", ".join(f"{n} {f['ece_before']:.3f} → {f['ece_after']:.3f}" for n, f in zip(names, by_fold))
+                       + f". A top probability under {cal['unsure_below']:.2f} was wrong more often than right on "
+                       "unseen corpora: the app then says the model is unsure.")
+    return (f"## On corpora it never heard (leave one corpus out)\nThe same recipe trained on all corpora but one and "
+            f"tested on that one, over the emotions the others also carry ({len(folds)} folds):\n\n{table}"
+            f"{calibration}")
+
+
+SECTIONS: list[Callable[[Path, dict, dict], str]] = [overview, held_out, generalization, training_data, usage]
 
 
 def write_model_card(folder: str | Path, settings: dict, metrics: dict) -> Path:

@@ -58,10 +58,16 @@ def from_calm_speech(calm: np.ndarray, std: np.ndarray, offset: np.ndarray) -> t
     return (np.asarray(calm, dtype=np.float32).mean(0) - offset * std).astype(np.float32), np.asarray(std, np.float32)
 
 
-def from_session(seen: np.ndarray, mean: np.ndarray, std: np.ndarray, prior: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
-    """Return a user's statistics from the embeddings (N, F) of their recordings so far, whatever they expressed:
-    their mean, drawn towards the model's by `prior` pseudo-recordings while there are few; the model's spread."""
-    seen = np.asarray(seen, dtype=np.float32).reshape(-1, len(mean))
+def shrunk_statistics(seen: np.ndarray, mean: np.ndarray, std: np.ndarray,
+                      prior: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """Return a group's statistics from its embeddings (N, F) when it may hold only a few: its own mean and
+    variance, drawn towards the model's (`mean`, `std`: its training groups' average) as if `prior` more clips
+    had the model's. One user's recordings in the app, or a small folder, are such groups."""
+    seen = np.asarray(seen, dtype=np.float64).reshape(-1, len(mean))
     weight = len(seen) / (len(seen) + prior)
-    own = seen.mean(0) if len(seen) else mean
-    return (weight * own + (1 - weight) * mean).astype(np.float32), np.asarray(std, np.float32)
+    if not len(seen):
+        return np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    own_mean, own_var = seen.mean(0), seen.var(0)
+    blended = weight * own_mean + (1 - weight) * np.asarray(mean, np.float64)
+    variance = weight * own_var + (1 - weight) * np.asarray(std, np.float64) ** 2
+    return blended.astype(np.float32), (np.sqrt(variance) + EPS).astype(np.float32)

@@ -84,6 +84,17 @@ def class_weighted_loss(weights: torch.Tensor):
     return loss
 
 
+def balanced(idx: np.ndarray, rows, seed: int) -> np.ndarray:
+    """Return as many training indices as `idx`, drawn so that every (corpus, emotion) pair is equally frequent."""
+    cells: dict[tuple, list] = {}
+    for i in idx:
+        cells.setdefault((rows[i].corpus, rows[i].label), []).append(i)
+    rng = np.random.default_rng(seed)
+    each = int(np.ceil(len(idx) / len(cells)))
+    drawn = [rng.choice(members, each, replace=len(members) < each) for members in cells.values()]
+    return np.sort(np.concatenate(drawn))
+
+
 def subsample(rows, max_files: int, seed: int):
     """Return `max_files` rows drawn at random (seeded), in their original order."""
     rng = np.random.default_rng(seed)
@@ -115,12 +126,14 @@ def pooled_embeddings(model, cached: list[np.ndarray], batch_size: int = 32) -> 
     return out
 
 
-def embedding_datasets(model, embedded: np.ndarray, variants: list[np.ndarray], data, label_ids, train_idx, norm: str):
+def embedding_datasets(model, embedded: np.ndarray, variants: list[np.ndarray], data, label_ids, train_idx, norm: str,
+                       alone: bool = False):
     """Return make(idx, mode) -> EmbeddingsDataset and make_train(idx) (clean clips and their --augment_variants).
 
     With --embedding_norm, training clips are standardised with their own group's statistics (corpus or speaker;
     each augmented variant set of a group is a group of its own, like another recording setup), and the model keeps
-    the clean training groups' average for a clip heard alone. Evaluation clips are standardised with the statistics
+    the clean training groups' average for a clip heard alone (with `alone`, the clean clips are also trained
+    standardised that way, so that one model serves single clips and groups). Evaluation clips are standardised with the statistics
     of their group in the evaluated set (mode corpus or speaker), or alone (mode none: the model's statistics).
     """
     if model.normalizes:
@@ -140,7 +153,15 @@ def embedding_datasets(model, embedded: np.ndarray, variants: list[np.ndarray], 
         return EmbeddingsDataset(vectors, ids, *group_statistics(vectors, groups))
 
     def make_train(idx):
-        return make(idx, norm, (("", embedded), *((f"~{k}", v) for k, v in enumerate(variants))))
+        dataset = make(idx, norm, (("", embedded), *((f"~{k}", v) for k, v in enumerate(variants))))
+        if model.normalizes and alone:  # the clean clips once more, standardised as a clip heard alone is
+            n = len(idx)
+            mean, std = model.embedding_mean.numpy(), model.embedding_std.numpy()
+            dataset = EmbeddingsDataset(np.concatenate([dataset.embeddings, embedded[idx]]),
+                                        np.concatenate([dataset.label_ids, label_ids[idx]]),
+                                        np.concatenate([dataset.mean, np.broadcast_to(mean, (n, len(mean)))]),
+                                        np.concatenate([dataset.std, np.broadcast_to(std, (n, len(std)))]))
+        return dataset
     return make, make_train
 
 
@@ -162,7 +183,7 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         greater_is_better=True, remove_unused_columns=False)
     if embedded is not None:  # a parameter-free path to the pooled embedding: the head trains on embeddings
         make, make_train = embedding_datasets(model, embedded, variants, data, label_ids, fold["train"],
-                                              margs.embedding_norm)
+                                              margs.embedding_norm, margs.train_alone)
         collator = collate_embeddings
     elif cached is not None:
         keep = slice(None) if margs.layer_mix != "last" else slice(-1, None)  # only the layers the head reads
@@ -175,7 +196,8 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         make = lambda idx, crop=None: WaveDataset(paths[idx], label_ids[idx], crop, seed=targs.seed)  # noqa: E731
         collator = WaveCollator(extractor)
     from_audio = cached is None and embedded is None
-    train_ds = make(fold["train"], dargs.crop_seconds) if from_audio else make_train(fold["train"])
+    train_idx = balanced(fold["train"], data, targs.seed) if dargs.balanced_sampling else fold["train"]
+    train_ds = make(train_idx, dargs.crop_seconds) if from_audio else make_train(train_idx)
     if from_audio:  # --augment, and silence trimming before the crop for backbones that trim
         train_ds = training_dataset(train_ds, dargs.augment, getattr(model.backbone, "trim_db", None))
     counts = np.bincount(label_ids[fold["train"]], minlength=len(labels))
@@ -370,8 +392,11 @@ def main(argv: list[str] | None = None) -> dict:
         write_model_card(fold_dir, settings, {**result, "test": report, "summary": None, "protocol": dargs.protocol})
     if margs.cv_metrics:
         result["cross_validation"] = json.loads(Path(margs.cv_metrics).read_text())
-        if single and "calibration" in result["cross_validation"]:
-            apply_calibration(out, result["cross_validation"]["calibration"])
+    if margs.loco_metrics:
+        result["leave_one_corpus_out"] = json.loads(Path(margs.loco_metrics).read_text())
+    quoted = result.get("leave_one_corpus_out") or result.get("cross_validation") or {}
+    if single and "calibration" in quoted:  # the held-out temperature: unseen corpora's if given, else the CV's
+        apply_calibration(out, quoted["calibration"])
     if single:  # the run folder is the checkpoint: one metrics.json with the fold's details and the run's
         result = {**json.loads((out / "metrics.json").read_text()), **result}
     (out / "metrics.json").write_text(json.dumps(result, indent=1))

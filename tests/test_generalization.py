@@ -146,9 +146,12 @@ def test_loco_run_on_two_real_corpora(tmp_path, whisper_path, emodb_rows):
     assert cal["temperature"] > 0 and set(cal["folds"]) == {"fold_00", "fold_01"}
     assert (tmp_path / "loco" / "reliability_fold_00.png").stat().st_size > 1000
     assert len(list((tmp_path / "cache").rglob("*~mic1-0.npy"))) == 32  # one variant per clip, cached
-    final = train.main(common + ["--protocol", "all", "--cv_metrics", str(tmp_path / "loco" / "metrics.json"),
+    final = train.main(common + ["--protocol", "all", "--loco_metrics", str(tmp_path / "loco" / "metrics.json"),
                                  "--output_dir", str(tmp_path / "final")])
     config = json.loads((tmp_path / "final" / "config.json").read_text())
     assert config["calibration_temperature"] == pytest.approx(cal["temperature"])
     assert config["unsure_below"] == pytest.approx(cal["unsure_below"]) and config["embedding_norm"] == "corpus"
-    assert final["cross_validation"]["calibration"]["temperature"] == cal["temperature"]
+    assert final["leave_one_corpus_out"]["calibration"]["temperature"] == cal["temperature"]
+    card = (tmp_path / "final" / "README.md").read_text()
+    assert "never heard" in card and f"temperature of {cal['temperature']:.2f}" in card
+    assert "| each clip alone" in card and "| with its speaker's other clips" in card

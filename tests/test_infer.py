@@ -104,7 +104,7 @@ def test_csv_rows_in_input_order_with_windows_and_errors(tmp_path, clips, long_s
     assert len(windows) == 4 and windows[-1]["end_s"] == "25.00"  # 10 s windows, 5 s hop, the last one flush
     expected = recognizer.predict(str(folder / "long.wav")).probabilities
     assert max(abs(float(whole[2][k]) - p) for k, p in expected.items()) < 1e-5
-    assert "infer: 5/5 files (100%)" in done.stderr  # progress as plain lines when stderr is not a terminal
+    assert "infer: scoring 5/5 files (100%)" in done.stderr  # progress as plain lines when stderr is not a terminal
 
 
 def test_jsonl_on_stdout_with_top_k(clips, recognizer):
