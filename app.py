@@ -1,7 +1,7 @@
 """Serve the speech emotion recognition page: record or upload speech, see every emotion's probability.
 
     python app.py                                   # http://127.0.0.1:7860, models from checkpoints/
-    python app.py --host 0.0.0.0 --port 8080 --checkpoints runs/mine --max_seconds 120
+    python app.py --host 0.0.0.0 --port 8080 --checkpoints runs/mine --max_seconds 120 --max_upload_mb 50
     GRADIO_SERVER_NAME=0.0.0.0 GRADIO_SERVER_PORT=8080 python app.py   # the same address; flags win
 
 The model chosen at launch is the one named in CHECKPOINTS/default.txt, else the checkpoint with
@@ -23,6 +23,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parent
+CONCURRENT_REQUESTS = 8  # requests decoding or waiting for the model at once (see main)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"),
                         help="folder whose checkpoint subfolders the page offers; nothing else can be loaded")
     parser.add_argument("--max_seconds", type=float, default=600.0, help="longest audio accepted, in seconds")
+    parser.add_argument("--max_upload_mb", type=float, default=200.0,
+                        help="largest upload accepted, in MB (a 10-minute 48 kHz stereo WAV is about 110 MB); "
+                             "larger files are refused before they are stored")
+    parser.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
+                        help="auto: a checkpoint's int8 graph (onnxruntime) where its int8.json shows it meets the "
+                             "drift bound (quantize.py), else float32; fp32: always float32; int8: int8 regardless")
     args = parser.parse_args(argv)
     if args.port is None:  # the flag wins over the environment, as with Gradio's own launch()
         port = os.environ.get("GRADIO_SERVER_PORT") or "7860"
@@ -49,20 +56,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from functools import partial
+
+    from infer import load_scorer
     from ui.layout import build
     from ui.model_store import ModelStore
 
-    store = ModelStore(args.checkpoints)
+    store = ModelStore(args.checkpoints, loader=partial(load_scorer, precision=args.precision, device="cpu"))
     for error in store.preload():
         print(f"warning: checkpoint failed to load: {error}", file=sys.stderr)
     if store.default:
-        print(f"{len(store.checkpoints)} checkpoint(s) in {store.root}; default: {store.default}")
+        precision = getattr(store.get(store.default), "precision", "fp32")
+        print(f"{len(store.checkpoints)} checkpoint(s) in {store.root}; default: {store.default} ({precision})")
     else:
         print(f"warning: no loadable checkpoint in {store.root}; the page will say so", file=sys.stderr)
     demo = build(store, args.max_seconds)
-    # a 10-minute 48 kHz stereo WAV is about 110 MB; refuse much larger uploads before they reach the callbacks
-    demo.queue(default_concurrency_limit=1).launch(
-        server_name=args.host, server_port=args.port, max_file_size="200mb", footer_links=["api"])
+    # Requests decode and check their audio side by side, then queue their model calls on one worker
+    # that serves them in turns (ui/scheduler.py): a long recording no longer holds up everyone else.
+    # The limit bounds the audio held in memory at once; further requests wait in Gradio's queue.
+    demo.queue(default_concurrency_limit=CONCURRENT_REQUESTS).launch(
+        server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 1e6),
+        footer_links=["api"])
 
 
 if __name__ == "__main__":

@@ -207,6 +207,22 @@ def make_stand_ins(folder: Path, names: list[str], args: SpeedArguments) -> list
 # ---------------------------------------------------------------------------------------------
 # The measurements
 # ---------------------------------------------------------------------------------------------
+def add_onnx_graphs(models: dict, default: Path | None) -> list[str]:
+    """Add the default checkpoint's ONNX graphs, float32 and int8 (quantize.py's default recipe), to `models`;
+    return their names. Both run in onnxruntime; int8 recipes target Whisper encoders, so others get none."""
+    if default is None or read_json(default / "config.json").get("backbone") != "whisper":
+        return []
+    import quantize
+    from infer import OnnxScorer
+    from onnx_recognizer import cached_export
+
+    graphs = {f"{default.name} · onnx fp32": cached_export(default),
+              f"{default.name} · onnx int8 ({quantize.DEFAULT_RECIPE})": quantize.cached_int8(default)}
+    for name, path in graphs.items():
+        models[name] = OnnxScorer(path)
+    return list(graphs)
+
+
 def measure_rtf(name: str, model, files: list[Path], reps: int) -> dict:
     """Return single-clip and batched RTF of `model` (Recognizer or BaselineModel) on `files`, end to end."""
     from data_process import load_audio
@@ -355,6 +371,7 @@ def main(argv: list[str] | None = None) -> dict:
             models[folder.name] = Recognizer(folder)
             speed["checkpoints"][folder.name]["load_s"] = time.perf_counter() - start
             speed["checkpoints"][folder.name]["parameters"] = sum(p.numel() for p in models[folder.name].model.parameters())
+        onnx_names = add_onnx_graphs(models, default)
         for name in ("egemaps_svm", "mfcc_mlp"):
             models[name] = BaselineModel(name, args.cache_dir)
 
@@ -370,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict:
         if "latency" in args.parts:
             five = write_48k(long_audio(5.0, clips), work / "five_seconds.wav")
             speed["latency_5s"] = []
-            for who in ([default.name] if default else []) + [BASELINE]:
+            for who in ([default.name] if default else []) + onnx_names + [BASELINE]:
                 median, times, cpu = timed(lambda: models[who].predict(load_audio(five)), max(args.reps, 5))
                 speed["latency_5s"].append({"system": who, "median_s": median, "max_s": max(times), "reps": len(times),
                                             "cpu_s": cpu})
@@ -486,7 +503,9 @@ def report_lines(speed: dict, png: Path | None = None) -> list[str]:
               "model. Single: one clip at a time (`Recognizer.predict`); batched: all clips through "
               "`Recognizer.probabilities` (batches of 8 of similar length). RTF is wall-clock; CPU-s per audio s "
               "counts the process's CPU time over all its threads, which other jobs on the machine disturb less. "
-              "Ratio: this system's RTF over eGeMAPS + SVM's (above 1: slower).", "",
+              "Ratio: this system's RTF over eGeMAPS + SVM's (above 1: slower). Rows `· onnx fp32` and `· onnx "
+              "int8` are the default model's ONNX graph (export.py) in onnxruntime, as exported and quantised by "
+              "quantize.py's default recipe; its drift from float32 is in the checkpoint's int8.json.", "",
               "| system | parameters | RTF single | CPU-s per audio s | RTF batched | CPU-s per audio s | decode share "
               "| single vs eGeMAPS+SVM | batched vs eGeMAPS+SVM |", "|---|---|---|---|---|---|---|---|---|"]
     for r in speed["rtf"]:

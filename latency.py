@@ -7,6 +7,10 @@ What is timed is what the app does per request (ui.callbacks.analyse): decode th
 resample it to 16 kHz, the silence and voice-activity checks, and the model. Model loading is
 timed apart (it happens once per model). Wall-clock times on a shared machine vary with its load,
 printed alongside; the CPU seconds per request (all threads) vary less.
+
+The second table times the live microphone (ui.live.update): the page streams 1 s chunks of
+48 kHz audio and each update scores the last 4 s. An update must cost well under the second
+between chunks for the page to keep up in real time; "share" is that cost as a part of it.
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clip", help="audio file to time (default: 5 s of EmoDB speech, written as 48 kHz WAV)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the default clip")
     parser.add_argument("--repeats", type=int, default=10, help="timed requests per checkpoint (after one warm-up)")
+    parser.add_argument("--live_seconds", type=int, default=20, help="seconds of speech streamed to the live microphone")
     args = parser.parse_args(argv)
 
     import soundfile as sf
@@ -97,6 +102,40 @@ def main(argv: list[str] | None = None) -> None:
             p90 = sorted(total)[min(len(total) - 1, int(0.9 * len(total)))]
             print(f"{name:32s} {format_ua(info.ua):>6s} {load_s:7.2f} {median:9.3f} {p90:7.3f} {min(total):7.3f} "
                   f"{statistics.median(cpu):6.3f}  {statistics.median(prep):.3f} / {median - statistics.median(prep):.3f}")
+        if args.live_seconds:
+            time_live(store, Path(tmp), args.live_seconds)
+
+
+def time_live(store, folder: Path, seconds: int) -> None:
+    """Print, per checkpoint, the server time of one live-microphone update (a 1 s chunk in, the last 4 s scored)."""
+    import soundfile as sf
+    import soxr
+
+    from ui import live
+    from ui.model_store import format_ua
+
+    speech = soxr.resample(five_seconds_of_speech(seconds), 16_000, 48_000)
+    print(f"\nlive microphone: {seconds} updates of {live.LIVE_EVERY_S:g} s (48 kHz WAV chunks), each scoring the last "
+          f"{live.LIVE_WINDOW_S:g} s")
+    print(f"{'checkpoint':32s} {'UA':>6s} {'median s':>9s} {'p90 s':>7s} {'max s':>7s} {'CPU s':>6s} {'share':>6s}")
+    for name, info in store.checkpoints.items():
+        if not store.is_loaded(name):
+            continue
+        state, total, cpu = None, [], []
+        for i in range(seconds):
+            (folder / f"chunk{i}").mkdir(exist_ok=True)
+            chunk = folder / f"chunk{i}" / "audio.wav"  # written as the page streams it; read, not deleted (not an upload)
+            sf.write(chunk, speech[i * 48_000:(i + 1) * 48_000], 48_000, subtype="PCM_16")
+            t0, c0 = time.perf_counter(), time.process_time()
+            state, *_ = live.update(str(chunk), name, state, store)
+            total.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        steady = total[int(live.LIVE_WINDOW_S):] or total  # once the window is full
+        ordered = sorted(steady)
+        print(f"{name:32s} {format_ua(info.ua):>6s} {statistics.median(steady):9.3f} "
+              f"{ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]:7.3f} {ordered[-1]:7.3f} "
+              f"{statistics.median(cpu[int(live.LIVE_WINDOW_S):] or cpu):6.3f} "
+              f"{statistics.median(steady) / live.LIVE_EVERY_S:6.0%}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ Set SER_UI_SCREENSHOTS=DIR to keep a screenshot of each step.
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 import pytest
@@ -41,8 +43,17 @@ def browser(url, tmp_path_factory):
         chromium.close()
 
 
+def log_of_this_test() -> str:
+    """Return what the app logged since the current test started (other modules share the app)."""
+    return app_log()[_log_start[0]:]
+
+
+_log_start = [0]
+
+
 @pytest.fixture
 def page(browser, url, request):
+    _log_start[0] = len(app_log())
     context = browser.new_context(viewport={"width": 1280, "height": 1000}, permissions=["microphone"])
     page = context.new_page()
     page.goto(url)
@@ -83,13 +94,17 @@ def labels_of(name: str, request) -> list[str]:
     return [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
 
 
-def test_upload_shows_every_probability(page, request):
+def test_upload_shows_every_probability(page, request, tmp_path):
     from infer import Recognizer
     from data_process import load_audio
+    from ui.uploads import upload_folder
 
     assert page.input_value("#model-choice input").startswith(f"{DEFAULT} — UA ")
-    upload(page, recording("03a01Wa.wav"))
+    mine = tmp_path / f"speech-{uuid.uuid4().hex}.wav"
+    shutil.copy(recording("03a01Wa.wav"), mine)
+    upload(page, mine)
     note = wait_for_result(page, DEFAULT)
+    assert not list(upload_folder().glob(f"*/{mine.name}"))  # the server's copy is deleted once analysed
     shown = probabilities(page)
     assert sorted(shown) == sorted(labels_of(DEFAULT, request))
     assert list(shown.values()) == sorted(shown.values(), reverse=True)  # highest first
@@ -135,4 +150,26 @@ def test_a_file_that_is_not_audio_gets_a_message(page, tmp_path):
     assert "notes.wav" in page.inner_text("body") and "Traceback" not in page.inner_text("body")
     upload(page, recording("03a01Wa.wav"))  # the server keeps serving
     wait_for_result(page, DEFAULT)
-    assert "Traceback" not in app_log()
+    assert "Traceback" not in log_of_this_test()
+
+
+def test_live_microphone_updates_every_second_while_speaking(page, request):
+    import re
+    import time
+
+    page.click("#live-input button.record-button")  # Chromium's fake device plays the recording, looped
+    notes, deadline = [], time.time() + WAIT_MS / 1000
+    while time.time() < deadline:
+        note = page.inner_text("#result-note")
+        heard = re.search(r"Live · .* model " + DEFAULT + r" · (\d+) s heard", note)
+        if heard and (not notes or note != notes[-1]):
+            notes.append(note)
+        if heard and int(heard.group(1)) >= 5:
+            break
+        time.sleep(0.2)
+    assert len(notes) >= 3, notes  # several updates while speaking, not one at the end
+    shown = probabilities(page)
+    assert sorted(shown) == sorted(labels_of(DEFAULT, request)) and abs(sum(shown.values()) - 1) < 1e-3
+    assert page.locator("#timeline").is_visible() and not page.locator("#windows").is_visible()
+    page.click("#live-input button.stop-button")
+    assert "Traceback" not in log_of_this_test()

@@ -121,3 +121,30 @@ def test_transformers_format_keeps_the_weights_and_adds_the_code(tmp_path):
     assert config["auto_map"]["AutoModelForAudioClassification"] == "classifier.EmotionClassifier"
     assert config["dtype"] == json.loads((source / "config.json").read_text())["dtype"]
     assert {"classifier.py", "configuration.py", "audio_pipeline.py"} <= {p.name for p in folder.glob("*.py")}
+
+
+def test_int8_graph_of_the_default_model_against_float32_on_real_clips(exported, tmp_path):
+    """quantize.py's default recipe: the encoder's linear layers int8, the front end and head float32; on
+    real clips of three corpora it must answer close to float32 (the 99 % bound itself is measured by
+    `python quantize.py` on 600 clips and recorded in the checkpoint's int8.json)."""
+    import onnx
+
+    import quantize
+    from data_process import load_audio
+    from onnx_recognizer import OnnxRecognizer
+
+    graph = onnx.load(str(exported[DEFAULT]))
+    layers = json.loads((ROOT / "checkpoints" / DEFAULT / "config.json").read_text())["encoder_config"]["encoder_layers"]
+    assert len(quantize.scoped_nodes(graph, quantize.RECIPES["dynamic"].scopes)) == 6 * layers  # q k v out fc1 fc2
+    assert len(quantize.scoped_nodes(graph, quantize.RECIPES["dynamic_fc1"].scopes)) == layers
+    int8_path = quantize.quantize(exported[DEFAULT], tmp_path / "int8.onnx")
+    assert int8_path.stat().st_size < 0.5 * exported[DEFAULT].stat().st_size
+    fp32, int8 = OnnxRecognizer(exported[DEFAULT]), OnnxRecognizer(int8_path)
+    assert int8.labels == fp32.labels and int8.window_seconds == fp32.window_seconds
+    assert {p.key: p.value for p in onnx.load(str(int8_path)).metadata_props}["precision"] == "int8"
+    rows = quantize.real_clips(ROOT / "checkpoints" / DEFAULT, 30)
+    clips = [load_audio(r.path) for r in rows]
+    a, b = fp32.probabilities(clips), int8.probabilities(clips)
+    assert len({r.corpus for r in rows}) >= 3
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9 and np.abs(a - b).mean() < 0.02
+    assert np.abs(a - b).max() > 0  # it is another graph: int8 arithmetic, not a copy of float32

@@ -146,8 +146,13 @@ def app_url(request) -> str:
     if "app" not in _memo:
         proc, url, log = start_app(checkpoints(request))
         request.config.add_cleanup(lambda: stop_app(proc))
-        _memo["app"] = (url, log)
+        _memo["app"] = (url, log, proc.pid)
     return _memo["app"][0]
+
+
+def app_pid() -> int:
+    """Return the process id of the app started by app_url() (for its memory)."""
+    return _memo["app"][2]
 
 
 def app_log() -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
 import numpy as np
@@ -15,12 +16,17 @@ import pandas as pd
 
 import audio_checks
 from data_process import SAMPLE_RATE
+from infer import Window
+from ui import uploads
 from ui.model_store import CheckpointError, ModelStore
+from ui.scheduler import Scheduler
 
 DEFAULT_MAX_SECONDS = 600.0  # longest audio accepted (--max_seconds)
 LONG_AUDIO_S = 8.0           # longer audio also gets the timeline and the per-window table
 TIMELINE_WINDOW_S = 4.0      # timeline windows: about one utterance, the length the models learned from
 TIMELINE_HOP_S = 2.0
+SCHEDULER = Scheduler()      # runs every model call of the process, in turns (ui/scheduler.py)
+RECENT = uploads.RecentUploads()  # uploads already read (and deleted), for Analyse again and model switches
 
 
 class UserError(gr.Error):
@@ -39,6 +45,7 @@ class Analysis:
     windows: list                    # infer.Window list; several only for long audio
     seconds: float                   # length of the audio
     elapsed: float                   # server time from the file to the probabilities
+    precision: str = "fp32"          # what ran the model: fp32, or its int8 graph (quantize.py)
 
     @property
     def top(self) -> str:
@@ -57,10 +64,36 @@ def read_audio(value, max_seconds: float = DEFAULT_MAX_SECONDS) -> np.ndarray:
     """
     if value is None or (isinstance(value, str) and not value):
         raise UserError("No audio yet: record with the microphone or upload a file, then press Analyse.")
+    if isinstance(value, (str, Path)) and uploads.is_upload(value):
+        return _read_upload(Path(value), max_seconds)
+    return _decode(value, max_seconds)
+
+
+def _decode(value, max_seconds: float) -> np.ndarray:
     try:
         return audio_checks.decode(value if isinstance(value, (str, Path)) else tuple(value), max_seconds)
     except audio_checks.Rejected as err:  # the sentence infer.py writes too; a file named by name, not server path
         raise UserError(err.message) from None
+
+
+def _read_upload(path: Path, max_seconds: float) -> np.ndarray:
+    """Return an upload's audio: read once, then deleted, and kept in memory (ui/uploads.py) for re-scoring."""
+    with RECENT.reading(path):
+        kept = RECENT.get(path)
+        if kept is None and not path.exists():
+            raise UserError("This upload is no longer on the server (uploads are deleted once analysed): "
+                            "upload or record it again.")
+        if kept is None:
+            try:
+                kept = _decode(path, max_seconds)
+            except UserError as err:
+                kept = err.message
+            finally:
+                uploads.discard(path)
+            RECENT.put(path, kept)
+    if isinstance(kept, str):
+        raise UserError(kept)
+    return kept
 
 
 def check_speech(audio: np.ndarray) -> None:
@@ -88,33 +121,42 @@ def load_model(store: ModelStore, name: str | None):
         raise UserError(f"The model '{name}' could not be loaded ({detail}).") from None
 
 
-def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> Analysis:
+def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS,
+            progress: Callable[[int, int], None] | None = None) -> Analysis:
     """Return every emotion's probability for the audio `value` scored with checkpoint `model_name`.
 
     Audio up to LONG_AUDIO_S is scored whole (as infer.Recognizer.predict does); longer audio is
     scored in TIMELINE_WINDOW_S windows and the whole clip gets their mean, so that the timeline
-    and the overall answer come from one pass.
+    and the overall answer come from one pass. The model runs on the shared SCHEDULER, which
+    calls `progress(windows done, windows)` while a long recording is scored.
     """
     start = time.perf_counter()
     recognizer = load_model(store, model_name)
     audio = read_audio(value, max_seconds)
     check_speech(audio)
     seconds = len(audio) / SAMPLE_RATE
-    if seconds > LONG_AUDIO_S:
-        windows = recognizer.windows(audio, TIMELINE_WINDOW_S, TIMELINE_HOP_S)
-        mean = np.mean([w.probs for w in windows], axis=0)
-        probs = dict(zip(recognizer.labels, map(float, mean)))
-    else:
-        probs, windows = recognizer.predict(audio)
+    windows = scored_windows(recognizer, audio, *((TIMELINE_WINDOW_S, TIMELINE_HOP_S) if seconds > LONG_AUDIO_S else ()),
+                             progress=progress)
+    mean = np.mean([w.probs for w in windows], axis=0)
+    probs = dict(zip(recognizer.labels, map(float, mean)))
     if not all(np.isfinite(p) for p in probs.values()):
         raise UserError(f"The model '{model_name}' computed invalid numbers (NaN) for this audio; try another model.")
     ranked = dict(sorted(probs.items(), key=lambda item: item[1], reverse=True))
-    return Analysis(model_name, ranked, windows, seconds, time.perf_counter() - start)
+    return Analysis(model_name, ranked, windows, seconds, time.perf_counter() - start,
+                    getattr(recognizer, "precision", "fp32"))
 
 
-def bars_frame(analysis: Analysis) -> pd.DataFrame:
-    """Return one row per emotion (emotion, probability), highest first, for the bar chart."""
-    return pd.DataFrame({"emotion": list(analysis.probabilities), "probability": list(analysis.probabilities.values())})
+def scored_windows(recognizer, audio: np.ndarray, window_seconds: float | None = None, hop_seconds: float | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> list[Window]:
+    """Return recognizer.windows(audio, ...), its model calls made on the shared SCHEDULER."""
+    spans = recognizer.spans(len(audio), window_seconds, hop_seconds)
+    probs = SCHEDULER.probabilities(recognizer, [audio[s:e] for s, e in spans], progress=progress)
+    return [Window(s / SAMPLE_RATE, e / SAMPLE_RATE, p) for (s, e), p in zip(spans, probs)]
+
+
+def bars_frame(probabilities: dict[str, float]) -> pd.DataFrame:
+    """Return one row per emotion (emotion, probability), in the order given, for the bar chart."""
+    return pd.DataFrame({"emotion": list(probabilities), "probability": list(probabilities.values())})
 
 
 def windows_table(analysis: Analysis, labels: list[str]) -> pd.DataFrame:
@@ -128,16 +170,17 @@ def windows_table(analysis: Analysis, labels: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def timeline_frame(analysis: Analysis, labels: list[str]) -> pd.DataFrame:
+def timeline_frame(windows: list, labels: list[str]) -> pd.DataFrame:
     """Return long-form rows (time at the window's centre, emotion, probability) for the timeline plot."""
     return pd.DataFrame([{"time (s)": round((w.start + w.end) / 2, 2), "emotion": label, "probability": float(p)}
-                         for w in analysis.windows for label, p in zip(labels, w.probs)])
+                         for w in windows for label, p in zip(labels, w.probs)])
 
 
 def summary(analysis: Analysis) -> str:
     """Return the one-line Markdown note above the results."""
     top = analysis.top
-    return (f"**{top}** ({analysis.probabilities[top]:.0%}) · model `{analysis.model}` · "
+    model = f"`{analysis.model}`" + (" (int8)" if analysis.precision == "int8" else "")
+    return (f"**{top}** ({analysis.probabilities[top]:.0%}) · model {model} · "
             f"{analysis.seconds:.1f} s of audio · {analysis.elapsed:.2f} s to analyse")
 
 
@@ -147,23 +190,30 @@ def summary(analysis: Analysis) -> str:
 RESULT_OUTPUTS = ("note", "label", "bars", "timeline", "table")
 
 
-def predict(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> tuple:
-    """Return (note, label, bars, timeline, table) for the page, the last two shown only for long audio."""
-    analysis = analyse(value, model_name, store, max_seconds)
+def predict(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS,
+            progress=gr.Progress()) -> tuple:
+    """Return (note, label, bars, timeline, table) for the page, the last two shown only for long audio.
+
+    `progress` is Gradio's progress bar: it counts the windows of a long recording as they are scored.
+    """
+    def windows_done(done: int, total: int) -> None:
+        progress((done, total), desc="Scoring", unit="windows")
+
+    analysis = analyse(value, model_name, store, max_seconds, progress=windows_done)
     labels = store.get(model_name).labels
     long = analysis.seconds > LONG_AUDIO_S
     return (
         summary(analysis),
         analysis.probabilities,
-        bars_frame(analysis),
-        gr.update(value=timeline_frame(analysis, labels) if long else None, visible=long),
+        bars_frame(analysis.probabilities),
+        gr.update(value=timeline_frame(analysis.windows, labels) if long else None, visible=long),
         gr.update(value=windows_table(analysis, labels) if long else None, visible=long),
     )
 
 
 def predict_endpoint(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS):
     """Return predict() bound to `store` as a function of its own: its name and docstring are the /predict API docs."""
-    def predict_emotions(audio, model):
+    def predict_emotions(audio, model, progress=gr.Progress()):
         """Score a speech recording: the probability of every emotion the chosen model knows.
 
         The audio must hold speech: it is refused with a message saying why (the same checks and
@@ -180,7 +230,7 @@ def predict_endpoint(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS
             timeline: for audio longer than 8 s, each 4 s window's probabilities over time
             table: for audio longer than 8 s, one row per window
         """
-        return predict(audio, model, store, max_seconds)
+        return predict(audio, model, store, max_seconds, progress)
 
     return predict_emotions
 

@@ -5,15 +5,20 @@ from functools import partial
 
 import gradio as gr
 
-from ui import callbacks
+from ui import callbacks, live
 from ui.callbacks import DEFAULT_MAX_SECONDS, LONG_AUDIO_S
 from ui.model_store import ModelStore
+
+SWEEP_CACHE = (600, 3600)  # every 10 min, delete the app's temporary files older than 1 h
 
 INTRO = """# Speech emotion recognition
 Record with the microphone or upload speech (wav, flac, mp3, ogg, webm; up to {limit}). The model
 gives the probability of each emotion it knows. Audio longer than {long:.0f} s also gets a timeline.
+The live microphone shows them while you speak (up to {limit} a recording).
 The models learned from acted speech (see each model's corpora and held-out accuracy below): expect
 less on spontaneous speech, other languages and noisy rooms."""
+
+LIVE_LABEL = "Live microphone: the last {window:g} s, every {every:g} s while you speak"
 
 
 def _limit_text(max_seconds: float) -> str:
@@ -27,7 +32,9 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
     predict = callbacks.predict_endpoint(store, max_seconds)  # named, with a docstring: the /predict API docs
     select = partial(callbacks.select_model, store=store, max_seconds=max_seconds)
 
-    with gr.Blocks(title="Speech emotion recognition", analytics_enabled=False) as demo:
+    # uploads are deleted once read (ui/uploads.py); this sweep removes what no event read (an upload
+    # sent without a request) and the app's own temporary files, an hour after they were made
+    with gr.Blocks(title="Speech emotion recognition", analytics_enabled=False, delete_cache=SWEEP_CACHE) as demo:
         gr.Markdown(INTRO.format(limit=_limit_text(max_seconds), long=LONG_AUDIO_S))
         active = gr.State(default)  # the model in use; the dropdown returns to it if a load fails
         with gr.Row(equal_height=False):
@@ -35,6 +42,11 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
                 audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Speech",
                                  elem_id="audio-input")
                 analyse = gr.Button("Analyse", variant="primary", elem_id="analyse")
+                # not inside a gr.Tab: a streaming Audio mounted in a hidden tab ignores stream_every (gradio 6.31)
+                microphone = gr.Audio(sources=["microphone"], streaming=True, type="filepath",
+                                      label=LIVE_LABEL.format(every=live.LIVE_EVERY_S, window=live.LIVE_WINDOW_S),
+                                      elem_id="live-input")
+                live_state = gr.State()
                 model = gr.Dropdown(store.choices(), value=default, label="Model (name — held-out UA)",
                                     info="Unweighted accuracy on speakers unseen in training.",
                                     interactive=bool(store.checkpoints), elem_id="model-choice")
@@ -60,6 +72,12 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
         audio.upload(predict, [audio, model], results, api_visibility="private")
         audio.stop_recording(predict, [audio, model], results, api_visibility="private")
         audio.clear(callbacks.cleared, None, results, api_visibility="private")
+        # a live microphone holds a slot of its own group for as long as it streams (time_limit)
+        microphone.start_recording(live.started, None, [live_state, *results], show_progress="hidden",
+                                   api_visibility="private")
+        microphone.stream(partial(live.update, store=store), [microphone, model, live_state], [live_state, *results],
+                          stream_every=live.LIVE_EVERY_S, time_limit=int(max_seconds), concurrency_id="live",
+                          concurrency_limit=live.LIVE_SESSIONS, show_progress="hidden", api_visibility="private")
         # .change, not .input: .input fires twice per choice; the echo of a reverted choice is a no-op
         model.change(select, [model, active, audio], [model, active, info, matrix, model_card, *results],
                      api_visibility="private")

@@ -138,8 +138,9 @@ class ModelStore:
     Only names listed from the folder can be loaded: a name never becomes a path of its own.
     """
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, loader=None):
         self.root = Path(root)
+        self.loader = loader  # checkpoint folder -> scorer (default: infer.Recognizer, float32 PyTorch)
         self.refused: dict[str, str] = {}  # checkpoint name -> why it is not offered (for the server log)
         self.checkpoints = {c.name: c for c in list_checkpoints(self.root, self.refused)}
         self.default = default_checkpoint(self.root, list(self.checkpoints.values()))
@@ -172,7 +173,7 @@ class ModelStore:
                 if outside:
                     raise CheckpointError(f"it links outside the checkpoints folder ({', '.join(outside)})")
                 try:
-                    recognizer = Recognizer(info.path)
+                    recognizer = (self.loader or Recognizer)(info.path)
                     _smoke_test(recognizer)
                 except Exception as err:
                     raise CheckpointError(public_message(f"{type(err).__name__}: {err}", info.path, name)) from err

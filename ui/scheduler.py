@@ -1,0 +1,166 @@
+"""One worker thread runs every model call of the app, in turns, so that nobody waits behind a long clip.
+
+On a 2-core machine two model calls at once only slow each other down (torch already uses every
+core for one). So request threads hand their clips to one worker and wait for the result:
+
+- jobs take turns (round robin): a long recording is scored one slice of windows per turn and
+  then goes to the back of the line, so a short clip waits for at most one slice of it;
+- short jobs waiting for the same model are scored together in one batch (fewer, fuller matrix
+  products than one call per clip), if padding a clip in a batch leaves its probabilities as they
+  are alone (checked once per model: Whisper and the 1-D CNN mask padding, wav2vec2-family
+  encoders do not); otherwise only clips of equal length share a batch.
+
+A slice holds at most `slice_seconds` of audio and `max_batch` clips: about a quarter of a
+second of compute for Whisper-base on 2 cores.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import deque
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from data_process import SAMPLE_RATE
+
+PROGRESS_EVERY_S = 0.5
+
+
+@dataclass(eq=False)
+class _Job:
+    recognizer: object                   # anything with probabilities(list of clips) -> (N, C) array
+    clips: list                          # 16 kHz float32 arrays
+    done: int = 0                        # clips scored so far
+    results: list = field(default_factory=list)
+    future: Future = field(default_factory=Future)
+
+    def seconds(self, start: int, stop: int) -> float:
+        return sum(len(c) for c in self.clips[start:stop]) / SAMPLE_RATE
+
+
+class Scheduler:
+    """Score clips on one worker thread, jobs in turns, short jobs for the same model batched together."""
+
+    def __init__(self, slice_seconds: float = 8.0, max_batch: int = 8):
+        self.slice_seconds = slice_seconds
+        self.max_batch = max_batch
+        self._jobs: deque[_Job] = deque()
+        self._exact: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # recognizer -> pads exactly
+        self._ready = threading.Condition()
+        self._worker: threading.Thread | None = None
+
+    def probabilities(self, recognizer, clips: list[np.ndarray],
+                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Return recognizer.probabilities(clips), computed on the worker; block until it is done.
+
+        While it waits, `progress(done, total)` is called in the caller's thread (where Gradio's
+        progress bar works) every `PROGRESS_EVERY_S` in which more clips were scored.
+        An exception raised by the model is raised here, in the caller's thread.
+        """
+        if not clips:
+            return np.zeros((0, len(getattr(recognizer, "labels", []))), dtype=np.float32)
+        job = _Job(recognizer, list(clips))
+        with self._ready:
+            self._jobs.append(job)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run, name="model-worker", daemon=True)
+                self._worker.start()
+            self._ready.notify()
+        shown = 0
+        while True:
+            try:
+                return job.future.result(timeout=PROGRESS_EVERY_S if progress else None)
+            except FuturesTimeout:
+                if job.done > shown:
+                    shown = job.done
+                    progress(shown, len(job.clips))
+
+    def pending(self) -> int:
+        """Return how many jobs are waiting or being scored."""
+        with self._ready:
+            return len(self._jobs)
+
+    # -- the worker ------------------------------------------------------------------------------
+    def _stop(self, job: _Job) -> int:
+        """Return the end of `job`'s next slice: at least one clip, then up to the time and count budget."""
+        stop = job.done + 1
+        while (stop < len(job.clips) and stop - job.done < self.max_batch
+               and job.seconds(job.done, stop + 1) <= self.slice_seconds):
+            stop += 1
+        return stop
+
+    def _next_turn(self) -> list[tuple[_Job, int]]:
+        """Take the next turn from the line: [(job, end of its slice)], called with the lock held.
+
+        The first job in line gets a slice. If that slice finishes it, other jobs for the same model
+        that also fit whole join it, within the budget. A job left unfinished goes to the back.
+        """
+        first = self._jobs.popleft()
+        stop = self._stop(first)
+        turn = [(first, stop)]
+        if stop < len(first.clips):
+            self._jobs.append(first)
+            return turn
+        clips, seconds = stop - first.done, first.seconds(first.done, stop)
+        exact = self._exact.get(first.recognizer, False)
+        sizes = {len(c) for c in first.clips[first.done:stop]}
+        for job in list(self._jobs):
+            if job.recognizer is not first.recognizer or job.done:
+                continue
+            if not exact and {len(c) for c in job.clips} | sizes != sizes:
+                continue
+            more = job.seconds(0, len(job.clips))
+            if clips + len(job.clips) > self.max_batch or seconds + more > self.slice_seconds:
+                continue
+            self._jobs.remove(job)
+            turn.append((job, len(job.clips)))
+            clips, seconds = clips + len(job.clips), seconds + more
+        return turn
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._jobs:
+                    self._ready.wait()
+                recognizer = self._jobs[0].recognizer
+            if recognizer not in self._exact:
+                self._exact[recognizer] = pads_exactly(recognizer)
+            with self._ready:
+                turn = self._next_turn()
+            batch = [clip for job, stop in turn for clip in job.clips[job.done:stop]]
+            try:
+                probs = np.asarray(turn[0][0].recognizer.probabilities(batch))
+                if len(probs) != len(batch):
+                    raise RuntimeError(f"the model returned {len(probs)} rows of probabilities for {len(batch)} clips")
+            except BaseException as err:  # the callers get the error; the worker keeps serving
+                with self._ready:
+                    for job, _ in turn:
+                        if job in self._jobs:
+                            self._jobs.remove(job)
+                for job, _ in turn:
+                    job.future.set_exception(err)
+                continue
+            offset = 0
+            for job, stop in turn:
+                count = stop - job.done
+                job.results.append(probs[offset:offset + count])
+                offset += count
+                job.done = stop
+                if stop == len(job.clips):
+                    job.future.set_result(np.concatenate(job.results))
+
+
+def pads_exactly(recognizer) -> bool:
+    """Return whether a clip scored in a batch with a longer one gets the probabilities it gets alone."""
+    rng = np.random.default_rng(0)
+    short, long = (rng.normal(0, 0.05, n).astype(np.float32) for n in (SAMPLE_RATE, SAMPLE_RATE * 7 // 4))
+    try:
+        alone = recognizer.probabilities([short])[0]
+        together = recognizer.probabilities([short, long])[0]
+    except Exception:  # the real request will raise the error to its caller
+        return False
+    return bool(np.all(np.abs(alone - together) < 1e-4))
