@@ -24,14 +24,14 @@ def linear(*extra: str, pooling: str = "mean", norm: str = "none") -> tuple[str,
     learned weights before it: the path where per-group standardisation of the embedding is possible)."""
     return WHISPER + ("--layer_mix", "concat", "--projector_dim", "0", "--pooling", pooling, "--classifier_hidden", "0",
                       "--num_train_epochs", "20", "--per_device_train_batch_size", "32", "--val_speakers", "0",
-                      "--embedding_norm", norm) + extra
+                      "--embedding_norm", norm) + (() if "--first_layer" in extra else ("--first_layer", "0")) + extra
 
 
 # (name, title, flags): each a LOCO idea, measured against BASELINE_SYSTEM on the same folds
 IDEAS = [
     (BASELINE_SYSTEM, "the shipped default's recipe: layer-weighted sum, mean pooling, 256-unit hidden layer, 12 epochs",
      WHISPER + ("--pooling", "mean", "--layer_mix", "weighted", "--num_train_epochs", "12", "--val_speakers", "0",
-                "--projector_dim", "256", "--classifier_hidden", "256", "--embedding_norm", "none")),
+                "--projector_dim", "256", "--classifier_hidden", "256", "--embedding_norm", "none", "--first_layer", "0")),
     ("whisper_linear", "linear classifier on every layer's mean", linear()),
     ("whisper_linear_std", "+ embeddings standardised (the training set's statistics, or a group's own)",
      linear(norm="all")),

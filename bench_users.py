@@ -49,7 +49,7 @@ def simulate(cell: Path, seed: int = 0) -> dict:
     import bench
     from metrics import classification_report
     from models import EmotionClassifier
-    from normalization import from_calm_speech, shrunk_statistics, statistics
+    from normalization import from_calm_speech, neutral_offset, shrunk_statistics, statistics
 
     rows, folds, _ = bench.prepare(bench.PROTOCOLS["loco"], seed)
     vectors = embeddings_of(cell, rows)
@@ -60,7 +60,11 @@ def simulate(cell: Path, seed: int = 0) -> dict:
         if not model.normalizes:
             raise ValueError(f"{cell}: its model standardises nothing (trained without --embedding_norm)")
         labels = [model.config.id2label[k] for k in range(model.config.num_labels)]
-        mean, std, offset = (b.numpy() for b in (model.embedding_mean, model.embedding_std, model.neutral_offset))
+        mean, std = model.embedding_mean.numpy(), model.embedding_std.numpy()
+        # the offset train.py now stores (a cell trained before it stored this one gets it recomputed, the same way)
+        train = np.asarray(fold["train"])
+        offset = neutral_offset(vectors[train], [rows[j].speaker for j in train],
+                                np.array([rows[j].label == "neutral" for j in train]), std)
 
         def judge(x, m=None, s=None):
             with torch.no_grad():

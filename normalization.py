@@ -42,21 +42,23 @@ def average_statistics(embeddings: np.ndarray, groups: Sequence) -> tuple[np.nda
     return means.mean(0), np.sqrt((stds.astype(np.float64) ** 2).mean(0)).astype(np.float32)
 
 
-def neutral_offset(embeddings: np.ndarray, groups: Sequence, is_neutral: np.ndarray) -> np.ndarray:
-    """Return the mean standardised embedding of neutral clips, averaged over the groups that have some."""
-    groups = np.asarray(groups)
+def neutral_offset(embeddings: np.ndarray, speakers: Sequence, is_neutral: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Return how far a speaker's calm (neutral) speech sits from that speaker's mean, in units of `std` (the
+    model's spread), averaged over the speakers who have some: a user's few calm clips then place their mean."""
+    speakers = np.asarray(speakers)
     offsets = []
-    for group in np.unique(groups):
-        rows = groups == group
-        if (rows & is_neutral).any():
-            mean, std = statistics(embeddings[rows])
-            offsets.append(((embeddings[rows & is_neutral] - mean) / std).mean(0))
-    return np.mean(offsets, axis=0).astype(np.float32) if offsets else np.zeros(embeddings.shape[1], np.float32)
+    for speaker in np.unique(speakers):
+        rows = speakers == speaker
+        if (rows & is_neutral).any() and (rows & ~is_neutral).any():
+            offsets.append(embeddings[rows & is_neutral].mean(0) - embeddings[rows].mean(0))
+    if not offsets:
+        return np.zeros(embeddings.shape[1], np.float32)
+    return (np.mean(offsets, axis=0) / std).astype(np.float32)
 
 
 def from_calm_speech(calm: np.ndarray, std: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return a user's statistics from embeddings (N, F) of their calm speech: a calm clip sits `offset` standard
-    deviations from its speaker's mean, so the mean is placed that far back; the spread is the model's own."""
+    """Return a user's statistics from embeddings (N, F) of their calm speech: calm speech sits `offset` (in units of
+    the model's `std`) from its speaker's mean, so the user's mean is placed that far back; the spread is the model's."""
     return (np.asarray(calm, dtype=np.float32).mean(0) - offset * std).astype(np.float32), np.asarray(std, np.float32)
 
 

@@ -58,7 +58,8 @@ def build_model(margs: ModelArguments, labels: list[str], encoder: tuple[dict, d
         backbone=margs.backbone, pooling=margs.pooling, cnn_preset=margs.cnn_preset,
         cnn_first_stride=margs.cnn_first_stride, encoder_config=encoder[0] if encoder else None,
         encoder_name=margs.encoder if encoder else None, encoder_mode=margs.encoder_mode,
-        trainable_layers=margs.trainable_layers, layer_mix=margs.layer_mix, first_layer=margs.first_layer,
+        trainable_layers=margs.trainable_layers, layer_mix=margs.layer_mix,
+        first_layer=margs.first_layer if margs.first_layer is not None else int(encoder is not None),
         normalize_layers=margs.backbone != "cnn1d", frame_pooling=margs.frame_pooling if encoder else 1,
         projector_dim=margs.projector_dim or None, classifier_dropout=margs.classifier_dropout,
         classifier_hidden=margs.classifier_hidden, embedding_norm=resolve_embedding_norm(margs),
@@ -153,7 +154,8 @@ def embedding_datasets(model, embedded: np.ndarray, variants: list[np.ndarray], 
         model.embedding_mean.copy_(torch.from_numpy(mean))
         model.embedding_std.copy_(torch.from_numpy(std))
         is_neutral = np.array([r.label == "neutral" for r in data])[train_idx]
-        model.neutral_offset.copy_(torch.from_numpy(neutral_offset(embedded[train_idx], groups[train_idx], is_neutral)))
+        speakers = np.array([r.speaker for r in data])[train_idx]
+        model.neutral_offset.copy_(torch.from_numpy(neutral_offset(embedded[train_idx], speakers, is_neutral, std)))
 
     def make(idx, mode: str = norm, sets: tuple = (("", embedded),)):
         vectors = np.concatenate([e[idx] for _, e in sets])
@@ -201,7 +203,7 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
                                               margs.embedding_norm, margs.train_alone)
         collator = collate_embeddings
     elif cached is not None:
-        last_only = margs.layer_mix == "last" and not margs.first_layer
+        last_only = margs.layer_mix == "last" and not model.config.first_layer
         keep = slice(-1, None) if last_only else slice(None)  # only the layers the head reads
         make = lambda idx: LayersDataset([cached[i][keep] for i in idx], label_ids[idx])  # noqa: E731
         make_train = lambda idx: LayersDataset([x[i][keep] for x in (cached, *variants) for i in idx],  # noqa: E731

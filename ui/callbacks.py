@@ -17,9 +17,10 @@ import pandas as pd
 import audio_checks
 from data_process import SAMPLE_RATE
 from infer import Window
-from ui import uploads
+from ui import uploads, voice as my_voice
 from ui.model_store import CheckpointError, ModelStore
 from ui.scheduler import Scheduler
+from ui.voice import Voice
 
 DEFAULT_MAX_SECONDS = 600.0  # longest audio accepted (--max_seconds)
 LONG_AUDIO_S = 8.0           # longer audio also gets the timeline and the per-window table
@@ -46,6 +47,7 @@ class Analysis:
     seconds: float                   # length of the audio
     elapsed: float                   # server time from the file to the probabilities
     precision: str = "fp32"          # what ran the model: fp32, or its int8 graph (quantize.py)
+    unsure_below: float | None = None  # a top probability under this was wrong more often than right (held out)
 
     @property
     def top(self) -> str:
@@ -122,13 +124,14 @@ def load_model(store: ModelStore, name: str | None):
 
 
 def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS,
-            progress: Callable[[int, int], None] | None = None) -> Analysis:
+            progress: Callable[[int, int], None] | None = None, voice: Voice | None = None) -> Analysis:
     """Return every emotion's probability for the audio `value` scored with checkpoint `model_name`.
 
     Audio up to LONG_AUDIO_S is scored whole (as infer.Recognizer.predict does); longer audio is
     scored in TIMELINE_WINDOW_S windows and the whole clip gets their mean, so that the timeline
     and the overall answer come from one pass. The model runs on the shared SCHEDULER, which
-    calls `progress(windows done, windows)` while a long recording is scored.
+    calls `progress(windows done, windows)` while a long recording is scored. With the page session's
+    `voice`, a model that standardises its embeddings uses the user's statistics and learns from the recording.
     """
     start = time.perf_counter()
     recognizer = load_model(store, model_name)
@@ -136,21 +139,31 @@ def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float
     check_speech(audio)
     seconds = len(audio) / SAMPLE_RATE
     windows = scored_windows(recognizer, audio, *((TIMELINE_WINDOW_S, TIMELINE_HOP_S) if seconds > LONG_AUDIO_S else ()),
-                             progress=progress)
+                             progress=progress, voice=voice, model=model_name, remember=True)
     mean = np.mean([w.probs for w in windows], axis=0)
     probs = dict(zip(recognizer.labels, map(float, mean)))
     if not all(np.isfinite(p) for p in probs.values()):
         raise UserError(f"The model '{model_name}' computed invalid numbers (NaN) for this audio; try another model.")
     ranked = dict(sorted(probs.items(), key=lambda item: item[1], reverse=True))
     return Analysis(model_name, ranked, windows, seconds, time.perf_counter() - start,
-                    getattr(recognizer, "precision", "fp32"))
+                    getattr(recognizer, "precision", "fp32"), store.info(model_name).config.get("unsure_below"))
 
 
 def scored_windows(recognizer, audio: np.ndarray, window_seconds: float | None = None, hop_seconds: float | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> list[Window]:
-    """Return recognizer.windows(audio, ...), its model calls made on the shared SCHEDULER."""
+                   progress: Callable[[int, int], None] | None = None, voice: Voice | None = None,
+                   model: str | None = None, remember: bool = False) -> list[Window]:
+    """Return recognizer.windows(audio, ...), its model calls made on the shared SCHEDULER.
+
+    With a `voice` and a model that adapts, the windows' embeddings are standardised with the user's statistics
+    (ui/voice.py); with `remember`, the recording then joins the session's statistics.
+    """
     spans = recognizer.spans(len(audio), window_seconds, hop_seconds)
-    probs = SCHEDULER.probabilities(recognizer, [audio[s:e] for s, e in spans], progress=progress)
+    clips = [audio[s:e] for s, e in spans]
+    if voice is None or not my_voice.adapts(recognizer):
+        probs = SCHEDULER.probabilities(recognizer, clips, progress=progress)
+    else:
+        embeddings = SCHEDULER.probabilities(my_voice.embedder(recognizer), clips, progress=progress)
+        probs = voice.judge(recognizer, model, embeddings, key=my_voice.digest(audio) if remember else None)
     return [Window(s / SAMPLE_RATE, e / SAMPLE_RATE, p) for (s, e), p in zip(spans, probs)]
 
 
@@ -180,7 +193,10 @@ def summary(analysis: Analysis) -> str:
     """Return the one-line Markdown note above the results."""
     top = analysis.top
     model = f"`{analysis.model}`" + (" (int8)" if analysis.precision == "int8" else "")
-    return (f"**{top}** ({analysis.probabilities[top]:.0%}) · model {model} · "
+    unsure = analysis.unsure_below is not None and analysis.probabilities[top] < analysis.unsure_below
+    doubt = (f" · **unsure**: on corpora it never heard, answers under {analysis.unsure_below:.0%} were wrong more "
+             "often than right") if unsure else ""
+    return (f"**{top}** ({analysis.probabilities[top]:.0%}){doubt} · model {model} · "
             f"{analysis.seconds:.1f} s of audio · {analysis.elapsed:.2f} s to analyse")
 
 
@@ -191,15 +207,16 @@ RESULT_OUTPUTS = ("note", "label", "bars", "timeline", "table")
 
 
 def predict(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS,
-            progress=gr.Progress()) -> tuple:
+            progress=gr.Progress(), voice: Voice | None = None) -> tuple:
     """Return (note, label, bars, timeline, table) for the page, the last two shown only for long audio.
 
     `progress` is Gradio's progress bar: it counts the windows of a long recording as they are scored.
+    `voice` is the page session's calibration (ui/voice.py); None judges the recording alone.
     """
     def windows_done(done: int, total: int) -> None:
         progress((done, total), desc="Scoring", unit="windows")
 
-    analysis = analyse(value, model_name, store, max_seconds, progress=windows_done)
+    analysis = analyse(value, model_name, store, max_seconds, progress=windows_done, voice=voice)
     labels = store.get(model_name).labels
     long = analysis.seconds > LONG_AUDIO_S
     return (
@@ -213,7 +230,7 @@ def predict(value, model_name: str | None, store: ModelStore, max_seconds: float
 
 def predict_endpoint(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS):
     """Return predict() bound to `store` as a function of its own: its name and docstring are the /predict API docs."""
-    def predict_emotions(audio, model, progress=gr.Progress()):
+    def predict_emotions(audio, model, voice=None, progress=gr.Progress()):
         """Score a speech recording: the probability of every emotion the chosen model knows.
 
         The audio must hold speech: it is refused with a message saying why (the same checks and
@@ -223,14 +240,18 @@ def predict_endpoint(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS
         Args:
             audio: the recording (wav, flac, mp3, ogg, webm, m4a; any sample rate)
             model: the checkpoint's name, one of the model list
+            voice: the page session's calibration to the user's voice (a state: API calls start without one)
         Returns:
             note: one line of Markdown (top emotion, model, length, time to analyse)
             label: every emotion with its probability, highest first
             bars: the same as a table (emotion, probability)
             timeline: for audio longer than 8 s, each 4 s window's probabilities over time
             table: for audio longer than 8 s, one row per window
+            calibration: one line on the calibration to the user's voice
         """
-        return predict(audio, model, store, max_seconds, progress)
+        voice = voice if voice is not None else Voice()
+        results = predict(audio, model, store, max_seconds, progress, voice)
+        return (*results, voice, voice_note(store, model, voice))
 
     return predict_emotions
 
@@ -240,11 +261,12 @@ def cleared() -> tuple:
     return ("", None, None, gr.update(value=None, visible=False), gr.update(value=None, visible=False))
 
 
-def rescore(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> tuple:
+def rescore(value, model_name: str | None, store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS,
+            voice: Voice | None = None) -> tuple:
     """Return predict()'s outputs after a model switch, or empty results when there is no audio."""
     if value is None or (isinstance(value, str) and not value):
         return cleared()
-    return predict(value, model_name, store, max_seconds)
+    return predict(value, model_name, store, max_seconds, voice=voice)
 
 
 def model_panel(store: ModelStore, name: str | None) -> tuple:
@@ -259,14 +281,15 @@ def model_panel(store: ModelStore, name: str | None) -> tuple:
 
 
 def select_model(name: str | None, active: str | None, audio, store: ModelStore,
-                 max_seconds: float = DEFAULT_MAX_SECONDS) -> tuple:
-    """Switch to checkpoint `name`: return (dropdown, active model, description, confusion, card, *results).
+                 max_seconds: float = DEFAULT_MAX_SECONDS, voice: Voice | None = None) -> tuple:
+    """Switch to checkpoint `name`: return (dropdown, active model, description, confusion, card, *results,
+    calibration note).
 
     The results are `audio` scored by the new model (empty when there is no audio). If the model
     fails to load, a warning says why and the previous model stays active: the dropdown goes back
     to it and the panel and results are left as they are.
     """
-    unchanged = (gr.skip(),) * (3 + len(RESULT_OUTPUTS))
+    unchanged = (gr.skip(),) * (4 + len(RESULT_OUTPUTS))
     if name == active:  # also the echo of a dropdown set back after a failed load
         return (gr.skip(), gr.skip(), *unchanged)
     try:
@@ -275,8 +298,32 @@ def select_model(name: str | None, active: str | None, audio, store: ModelStore,
         gr.Warning(f"{err.message} Still using '{active}'." if active else err.message)
         return (active, active, *unchanged)
     try:
-        results = rescore(audio, name, store, max_seconds)
+        results = rescore(audio, name, store, max_seconds, voice)
     except gr.Error as err:  # e.g. the audio is silent: say so, but the switch itself succeeded
         gr.Warning(err.message)
         results = cleared()
-    return (name, name, *model_panel(store, name), *results)
+    return (name, name, *model_panel(store, name), *results, voice_note(store, name, voice))
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration to the user's voice and microphone (ui/voice.py).
+# ---------------------------------------------------------------------------------------------
+def voice_note(store: ModelStore, model_name: str | None, voice: Voice | None) -> str:
+    """Return the calibration panel's line for `model_name`."""
+    if not model_name or model_name not in store.checkpoints:
+        return ""
+    adapting = store.info(model_name).config.get("embedding_norm", "none") != "none"
+    return (voice or Voice()).describe(model_name, adapting)
+
+
+def set_adapting(adapt: bool, model_name: str | None, voice: Voice | None, store: ModelStore) -> tuple:
+    """Turn the session's adaptation on or off: return (voice, calibration note)."""
+    voice = voice if voice is not None else Voice()
+    voice.adapt = bool(adapt)
+    return voice, voice_note(store, model_name, voice)
+
+
+def reset_voice(model_name: str | None, voice: Voice | None, store: ModelStore) -> tuple:
+    """Forget the session's recordings: return (voice, calibration note)."""
+    voice = Voice(adapt=voice.adapt if voice is not None else True)
+    return voice, voice_note(store, model_name, voice)

@@ -8,6 +8,7 @@ import gradio as gr
 from ui import callbacks, live
 from ui.callbacks import DEFAULT_MAX_SECONDS, LONG_AUDIO_S
 from ui.model_store import ModelStore
+from ui.voice import Voice
 
 SWEEP_CACHE = (600, 3600)  # every 10 min, delete the app's temporary files older than 1 h
 
@@ -18,6 +19,13 @@ The live microphone shows them while you speak (up to {limit} a recording).
 The models learned from acted speech (see each model's corpora and held-out accuracy below): expect
 less on spontaneous speech, other languages and noisy rooms."""
 
+CALIBRATION = """Heard alone, a recording is compared with the voices the model learned from. Your own voice,
+language, room and microphone shift what it hears more than emotion does. By default every recording
+you analyse teaches the page your voice (kept in this page only, never stored), and the next ones are
+judged against it: that helped simulated new users by about {gain} points of accuracy once they had
+recorded a few clips of different emotions (docs/benchmarks.md). Reset when someone else speaks."""
+
+CALIBRATION_GAIN = 8  # simulated users, session statistics vs each clip alone (bench_users.py; docs/benchmarks.md)
 LIVE_LABEL = "Live microphone: the last {window:g} s, every {every:g} s while you speak"
 
 
@@ -50,6 +58,13 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
                 model = gr.Dropdown(store.choices(), value=default, label="Model (name — held-out UA)",
                                     info="Unweighted accuracy on speakers unseen in training.",
                                     interactive=bool(store.checkpoints), elem_id="model-choice")
+                voice = gr.State(Voice())  # this page session's calibration to its user (ui/voice.py)
+                with gr.Accordion("Calibrate to my voice and microphone", open=False, elem_id="calibration"):
+                    gr.Markdown(CALIBRATION.format(gain=CALIBRATION_GAIN))
+                    voice_note = gr.Markdown(callbacks.voice_note(store, default, None), elem_id="voice-note")
+                    adapt = gr.Checkbox(True, label="Adapt to my voice over this page's recordings",
+                                        elem_id="adapt")
+                    reset = gr.Button("Reset: forget my recordings", elem_id="reset-voice")
             with gr.Column(scale=1):
                 note = gr.Markdown(elem_id="result-note")
                 label = gr.Label(label="Emotions, most likely first", elem_id="probabilities")
@@ -68,17 +83,22 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
                 model_card = gr.Markdown(card, elem_id="model-card")
 
         results = [note, label, bars, timeline, table]
-        analyse.click(predict, [audio, model], results, api_name="predict")
-        audio.upload(predict, [audio, model], results, api_visibility="private")
-        audio.stop_recording(predict, [audio, model], results, api_visibility="private")
+        scored = [audio, model, voice]
+        analyse.click(predict, scored, [*results, voice, voice_note], api_name="predict")
+        audio.upload(predict, scored, [*results, voice, voice_note], api_visibility="private")
+        audio.stop_recording(predict, scored, [*results, voice, voice_note], api_visibility="private")
         audio.clear(callbacks.cleared, None, results, api_visibility="private")
         # a live microphone holds a slot of its own group for as long as it streams (time_limit)
         microphone.start_recording(live.started, None, [live_state, *results], show_progress="hidden",
                                    api_visibility="private")
-        microphone.stream(partial(live.update, store=store), [microphone, model, live_state], [live_state, *results],
+        microphone.stream(partial(live.update, store=store), [microphone, model, live_state, voice], [live_state, *results],
                           stream_every=live.LIVE_EVERY_S, time_limit=int(max_seconds), concurrency_id="live",
                           concurrency_limit=live.LIVE_SESSIONS, show_progress="hidden", api_visibility="private")
         # .change, not .input: .input fires twice per choice; the echo of a reverted choice is a no-op
-        model.change(select, [model, active, audio], [model, active, info, matrix, model_card, *results],
+        model.change(select, [model, active, audio, voice], [model, active, info, matrix, model_card, *results,
+                                                             voice_note], api_visibility="private")
+        adapt.change(partial(callbacks.set_adapting, store=store), [adapt, model, voice], [voice, voice_note],
                      api_visibility="private")
+        reset.click(partial(callbacks.reset_voice, store=store), [model, voice], [voice, voice_note],
+                    api_visibility="private")
     return demo

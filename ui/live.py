@@ -68,7 +68,7 @@ def started() -> tuple:
     return (Live(), *callbacks.cleared())
 
 
-def update(chunk, model_name: str | None, state: Live | None, store: ModelStore) -> tuple:
+def update(chunk, model_name: str | None, state: Live | None, store: ModelStore, voice=None) -> tuple:
     """Add one streamed chunk; return (state, note, label, bars, timeline, table) for the page.
 
     The probabilities are those of the last LIVE_WINDOW_S; the timeline holds one point per
@@ -95,7 +95,8 @@ def update(chunk, model_name: str | None, state: Live | None, store: ModelStore)
                    "no_speech": f"listening: no speech in the last {seconds:.0f} s"}
         note = f"Live · {state.heard:.0f} s heard · {waiting.get(err.reason, err.message)}"
         return (state, note, *(gr.skip(),) * (len(callbacks.RESULT_OUTPUTS) - 1))
-    probs = callbacks.SCHEDULER.probabilities(recognizer, [audio])[0]
+    # calibrated to the user like their recordings (ui/voice.py), but a live window is not learnt from
+    probs = callbacks.scored_windows(recognizer, audio, voice=voice, model=model_name)[0].probs  # one window
     state.windows.append(Window(state.heard - seconds, state.heard, probs))
     state.windows = [w for w in state.windows if w.end > state.heard - LIVE_HISTORY_S]
     ranked = dict(sorted(zip(recognizer.labels, map(float, probs)), key=lambda item: item[1], reverse=True))

@@ -1,0 +1,90 @@
+"""Calibrate to my voice and microphone: one page session's statistics that standardise the model's embeddings.
+
+A model trained with --embedding_norm standardises each pooled embedding before its linear classifier. A clip
+heard alone gets the training groups' average statistics; the statistics of the user's own recordings take out
+part of what their voice, language, room and microphone add: every recording analysed so far in this page session,
+drawn towards the model's statistics while there are few (normalization.shrunk_statistics). On unless the user
+turns it off; Reset forgets the recordings. Only float32 PyTorch models that standardise can adapt (others judge
+each clip alone). Simulated users (bench_users.py, docs/benchmarks.md) gained 8 points of UA this way; a few
+seconds of calm speech instead (normalization.from_calm_speech) lost 4, so the page does not ask for it.
+"""
+from __future__ import annotations
+
+import hashlib
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from normalization import shrunk_statistics
+
+SESSION_PRIOR = 8.0   # pseudo-recordings of the model's statistics (the best prior of the simulated users)
+MAX_SEEN = 256        # recordings kept per model (the latest)
+_EMBEDDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class Embedder:
+    """A recognizer seen by the scheduler as a model whose rows are pooled embeddings instead of probabilities."""
+
+    def __init__(self, recognizer):
+        self.recognizer = recognizer
+        self.labels = recognizer.labels
+
+    def probabilities(self, clips: list[np.ndarray]) -> np.ndarray:
+        return self.recognizer.probabilities_and_embeddings(clips)[1]
+
+
+def adapts(recognizer) -> bool:
+    """Whether `recognizer` standardises its embeddings and can return them (a float32 PyTorch Recognizer)."""
+    return bool(getattr(recognizer, "normalizes", False)) and hasattr(recognizer, "classify")
+
+
+def embedder(recognizer) -> Embedder:
+    """Return the one Embedder of `recognizer` (one object, so the scheduler batches its users' requests together)."""
+    if recognizer not in _EMBEDDERS:
+        _EMBEDDERS[recognizer] = Embedder(recognizer)
+    return _EMBEDDERS[recognizer]
+
+
+def digest(audio: np.ndarray) -> str:
+    """Return a key for a recording, so that analysing it again (or with another model) does not count it twice."""
+    return hashlib.blake2b(np.ascontiguousarray(audio, np.float32).tobytes(), digest_size=12).hexdigest()
+
+
+@dataclass
+class Voice:
+    """What the page session knows of its user's voice (a gr.State)."""
+
+    adapt: bool = True                          # gather statistics over the session's recordings
+    seen: dict = field(default_factory=dict)    # model name -> {recording key: its mean embedding (D,)}
+
+    def statistics(self, recognizer, model: str, exclude: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Return the (mean, std) that standardise this user's embeddings for `model`, or None (the model's own)."""
+        earlier = [v for key, v in self.seen.get(model, {}).items() if key != exclude]
+        if not self.adapt or not earlier:
+            return None
+        mean, std = recognizer.model_statistics()
+        return shrunk_statistics(np.stack(earlier), mean, std, SESSION_PRIOR)
+
+    def judge(self, recognizer, model: str, embeddings: np.ndarray, key: str | None = None) -> np.ndarray:
+        """Return probabilities (N, C) of `embeddings` standardised for this user; with a `key`, the recording is
+        remembered (session mode) after it was judged with the statistics of the recordings before it."""
+        probs = recognizer.classify(embeddings, *(self.statistics(recognizer, model, exclude=key) or ()))
+        if key is not None and self.adapt:
+            seen = self.seen.setdefault(model, {})
+            seen.pop(key, None)
+            seen[key] = np.asarray(embeddings, np.float32).mean(0)  # a long recording counts once, like a clip
+            while len(seen) > MAX_SEEN:
+                seen.pop(next(iter(seen)))
+        return probs
+
+    def describe(self, model: str, adapting_model: bool = True) -> str:
+        """Return the calibration's state as one line of Markdown."""
+        if not adapting_model:
+            return "This model judges every recording alone (it was trained without `--embedding_norm`)."
+        count = len(self.seen.get(model, {}))
+        if not self.adapt:
+            return "Off: every recording is judged alone."
+        if not count:
+            return "Adapting to your voice: from your next recording on, each is judged with the ones before it."
+        return f"Adapted to your voice and microphone over {count} recording{'s' * (count != 1)} of this session."
