@@ -44,7 +44,7 @@ def test_live_updates_follow_the_last_four_seconds(store, speech48k, tmp_path, m
     assert results[1] is None and not results[3]["visible"]
     labels = store.get(DEFAULT).labels
     for n, path in enumerate(chunk_files(speech48k, tmp_path), start=1):
-        state, note, label, bars, timeline, table = live.update(path, DEFAULT, state, store)
+        state, note, label, bars, timeline, table = live.update(path, DEFAULT, state, None, store)
         assert sorted(label) == sorted(labels) and abs(sum(label.values()) - 1) < 1e-4
         assert list(bars["emotion"]) == list(label)  # highest first, as the bars show them
         assert timeline["visible"] and not table["visible"]
@@ -62,14 +62,14 @@ def test_live_updates_follow_the_last_four_seconds(store, speech48k, tmp_path, m
 def test_silence_is_not_scored_and_a_model_switch_starts_over(store, speech48k):
     state = None
     for i in range(3):
-        state, note, *rest = live.update((RATE, speech48k[i * RATE:(i + 1) * RATE]), DEFAULT, state, store)
+        state, note, *rest = live.update((RATE, speech48k[i * RATE:(i + 1) * RATE]), DEFAULT, state, None, store)
     assert len(state.windows) == 3
     for _ in range(5):  # 5 s of silence: the 4 s window holds no speech any more
-        state, note, label, *_ = live.update((RATE, np.zeros(RATE, np.int16)), DEFAULT, state, store)
+        state, note, label, *_ = live.update((RATE, np.zeros(RATE, np.int16)), DEFAULT, state, None, store)
     assert "listening: no speech in the last 4 s" in note and "8 s heard" in note
     assert isinstance(label, type(callbacks.gr.skip())) and len(state.windows) < 8
     other = next(name for name in TINY if name != DEFAULT)
-    state, note, label, *_ = live.update((RATE, speech48k[:RATE]), other, state, store)
+    state, note, label, *_ = live.update((RATE, speech48k[:RATE]), other, state, None, store)
     assert state.model == other and len(state.windows) == 1 and state.heard == 1.0
     assert sorted(label) == sorted(store.get(other).labels)
 
@@ -80,8 +80,8 @@ def test_unreadable_chunks_get_a_message(store, tmp_path, monkeypatch):
     bad = tmp_path / "x" / "audio.wav"
     bad.write_bytes(b"RIFF not really")
     with pytest.raises(callbacks.gr.Error, match="microphone sent audio that could not be read"):
-        live.update(str(bad), DEFAULT, None, store)
+        live.update(str(bad), DEFAULT, None, None, store)
     assert not bad.exists()
     with pytest.raises(callbacks.gr.Error, match="NaN"):
-        live.update((RATE, np.full(RATE, np.nan, np.float32)), DEFAULT, None, store)
+        live.update((RATE, np.full(RATE, np.nan, np.float32)), DEFAULT, None, None, store)
     assert uploads.is_upload(tmp_path / "y" / "z.wav") and not uploads.is_upload(tmp_path.parent / "z.wav")

@@ -189,12 +189,12 @@ def test_not_audio_or_corrupt(store, tmp_path):
 # --- models: switching, cache, panel, a checkpoint that fails to load --------------------------
 def test_switching_models_keeps_them_loaded(store, speech):
     other = next(name for name in TINY if name != DEFAULT)
-    out = callbacks.select_model(other, DEFAULT, (16_000, speech), store)
+    out = callbacks.select_model(other, DEFAULT, (16_000, speech), None, store)
     assert out[:2] == (other, other)
     assert "### " + other in out[2] and "cnn1d" in out[2] and out[3] is not None
     assert sorted(probs_of(out[6])) == sorted(store.get(other).labels)  # the audio was scored again by `other`
     start = time.perf_counter()
-    back = callbacks.select_model(DEFAULT, other, None, store)
+    back = callbacks.select_model(DEFAULT, other, None, None, store)
     assert time.perf_counter() - start < 0.5 and store.is_loaded(DEFAULT) and store.is_loaded(other)
     assert back[:2] == (DEFAULT, DEFAULT) and back[5] == "" and back[6] is None  # no audio: empty results
     assert store.get(DEFAULT) is store.get(DEFAULT)
@@ -202,7 +202,7 @@ def test_switching_models_keeps_them_loaded(store, speech):
 
 def test_model_panel_shows_what_the_model_is(store):
     text, image, card = callbacks.model_panel(store, DEFAULT)
-    for expected in ("cnn1d", "attention", "angry, neutral, sad", "emodb", "UA", "chance level"):
+    for expected in ("cnn1d", "`mean`", "angry, neutral, sad", "emodb", "UA", "chance level"):
         assert expected in text
     assert image.size[0] > 100 and "Held-out performance" in card and not card.startswith("---")
 
@@ -234,7 +234,7 @@ def test_failed_load_keeps_the_previous_model(store, speech, tmp_path):
     local.get("good")
     for broken in ("broken-weights", "broken-config"):
         with pytest.warns(UserWarning, match=f"'{broken}' could not be loaded.*Still using 'good'"):
-            out = callbacks.select_model(broken, "good", (16_000, speech), local)
+            out = callbacks.select_model(broken, "good", (16_000, speech), None, local)
         assert out[:2] == ("good", "good")  # dropdown back to, and still using, the previous model
         assert all(isinstance(v, type(gr.skip())) for v in out[2:])  # panel and results untouched
         assert not local.is_loaded(broken)

@@ -280,8 +280,8 @@ def model_panel(store: ModelStore, name: str | None) -> tuple:
     return store.describe(name), store.confusion_image(name), store.model_card(name)
 
 
-def select_model(name: str | None, active: str | None, audio, store: ModelStore,
-                 max_seconds: float = DEFAULT_MAX_SECONDS, voice: Voice | None = None) -> tuple:
+def select_model(name: str | None, active: str | None, audio, voice: Voice | None, store: ModelStore,
+                 max_seconds: float = DEFAULT_MAX_SECONDS) -> tuple:
     """Switch to checkpoint `name`: return (dropdown, active model, description, confusion, card, *results,
     calibration note).
 

@@ -21,6 +21,7 @@ from data_process import SAMPLE_RATE, AudioError, to_model_rate
 from infer import Window
 from ui import callbacks, uploads
 from ui.model_store import ModelStore
+from ui.voice import Voice
 
 LIVE_EVERY_S = 1.0      # the browser sends a chunk, and the page is updated, this often
 LIVE_WINDOW_S = callbacks.TIMELINE_WINDOW_S  # each update scores the last 4 s, as the file timeline does
@@ -68,7 +69,7 @@ def started() -> tuple:
     return (Live(), *callbacks.cleared())
 
 
-def update(chunk, model_name: str | None, state: Live | None, store: ModelStore, voice=None) -> tuple:
+def update(chunk, model_name: str | None, state: Live | None, voice: Voice | None, store: ModelStore) -> tuple:
     """Add one streamed chunk; return (state, note, label, bars, timeline, table) for the page.
 
     The probabilities are those of the last LIVE_WINDOW_S; the timeline holds one point per
