@@ -555,3 +555,12 @@ def parse_merge(text: str) -> dict[str, str]:
             raise ValueError(f"bad merge {item!r}; expected FROM:TO pairs like calm:neutral,excited:happy")
         merge[source] = target
     return merge
+
+
+def label_corpora(rows: Sequence[Utterance]) -> dict[str, dict[str, int]]:
+    """Return {label: {corpus: clips}}: which corpora carry each label, and how many clips."""
+    out: dict[str, dict[str, int]] = {}
+    for row in rows:
+        out.setdefault(row.label, {}).setdefault(row.corpus, 0)
+        out[row.label][row.corpus] += 1
+    return out

@@ -223,9 +223,29 @@ def training_data(folder: Path, settings: dict, metrics: dict) -> str:
 {lines}
 
 {why}
+{_emotions(metrics.get("label_sources"))}
 
 Acted corpora (EmoDB, RAVDESS) hold exaggerated, read emotions by few speakers; expect lower
 accuracy on spontaneous speech, other languages and other recording conditions."""
+
+
+def _clips(corpora: dict[str, int]) -> str:
+    return ", ".join(f"{_corpus(c).name} {n}" for c, n in sorted(corpora.items()))
+
+
+def _emotions(sources: dict | None) -> str:
+    """Return the emotions, the corpora (and clips) that carry each, and those left out, as Markdown."""
+    if not sources or not sources.get("kept"):
+        return ""
+    rows = "\n".join(f"| {label} | {len(c)} | {_clips(c)} |" for label, c in sorted(sources["kept"].items()))
+    text = f"\n| emotion | corpora | clips per corpus |\n|---|---|---|\n{rows}\n"
+    left = sources.get("left_out") or {}
+    if left:
+        single = all(len(c) == 1 for c in left.values())
+        text += ("\nLeft out (`--labels`): " + "; ".join(f"{label} ({_clips(c)})" for label, c in sorted(left.items()))
+                 + (". Each comes from one corpus only: a model could learn it from one recording setup and never be "
+                    "tested on it elsewhere." if single else ".") + "\n")
+    return text
 
 
 def usage(folder: Path, settings: dict, metrics: dict) -> str:

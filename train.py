@@ -31,7 +31,7 @@ import models
 from augment import training_dataset
 from config import (PROTOCOLS, DataArguments, ModelArguments, check_settings, evaluation_settings, given_flags,
                     parse_args, resolve_embedding_norm)
-from corpora import label_map, parse_merge, read_corpora, read_hf_splits, relabel
+from corpora import label_corpora, label_map, parse_merge, read_corpora, read_hf_splits, relabel
 from data_process import (EmbeddingsDataset, LayersDataset, WaveCollator, WaveDataset, collate_embeddings, collate_layers,
                           load_audio, make_folds)
 from feature_cache import cached_layers
@@ -336,6 +336,16 @@ def save_checkpoint(trainer: Trainer, folder: Path, fp16: bool) -> None:
         trainer.model.to(torch.float32)
 
 
+def label_sources(dargs: DataArguments, rows: list) -> dict:
+    """Return which corpora carry each label of the run ("kept") and each label --labels left out ("left_out"),
+    {label: {corpus: clips}}, for the model card."""
+    kept = label_corpora(rows)
+    if not dargs.labels or dargs.dataset_name:
+        return {"kept": kept, "left_out": {}}
+    every = read_corpora(dargs.corpus, merge=parse_merge(dargs.merge) if dargs.merge else None)
+    return {"kept": kept, "left_out": label_corpora([r for r in every if r.label not in kept])}
+
+
 def read_data(dargs: DataArguments, seed: int) -> tuple[list, set[int] | None]:
     """Return the utterances to train and test on (after --labels, --merge, --max_files), and the id() of each
     utterance of --dataset_name's eval split (None for --corpus data, which --protocol splits)."""
@@ -446,7 +456,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     result = {"labels": labels, "corpora": dargs.corpus, "protocol": dargs.protocol, "n_utterances": len(rows),
               "n_speakers": len({r.speaker for r in rows}), "skipped": skipped, "wall_seconds": time.time() - start,
-              "folds": reports}
+              "folds": reports, "label_sources": label_sources(dargs, rows)}
     if reports:
         result["by_corpus"] = by_corpus(fold_dirs, labels)
         result["summary"] = summarize_folds(reports)

@@ -474,3 +474,11 @@ def test_parse_merge():
     assert corpora.parse_merge("") == {}
     with pytest.raises(ValueError, match="FROM:TO"):
         corpora.parse_merge("calm=neutral")
+
+
+def test_label_corpora_counts_clips_per_corpus():
+    from corpora import Utterance, label_corpora
+
+    rows = [Utterance(f"{c}{i}.wav", label, f"{c}:1", c) for i, (c, label) in
+            enumerate([("emodb", "sad"), ("emodb", "sad"), ("ravdess", "sad"), ("ravdess", "calm")])]
+    assert label_corpora(rows) == {"sad": {"emodb": 2, "ravdess": 1}, "calm": {"ravdess": 1}}

@@ -109,3 +109,13 @@ def test_usage_snippet_of_a_committed_card_runs_outside_the_project(tmp_path, em
     assert done.returncode == 0, done.stderr[-2000:]
     scores = ast.literal_eval(done.stdout.strip().splitlines()[-1])
     assert len(scores) == 9 and abs(sum(s["score"] for s in scores) - 1) < 1e-4
+
+
+def test_emotions_and_the_corpora_that_carry_them():
+    from model_card import _emotions
+
+    text = _emotions({"kept": {"angry": {"emodb": 127, "ravdess": 160}, "sad": {"emodb": 62}},
+                      "left_out": {"calm": {"ravdess": 160}, "boredom": {"emodb": 81}}})
+    assert "| angry | 2 | EmoDB 127, RAVDESS 160 |" in text and "| sad | 1 | EmoDB 62 |" in text
+    assert "Left out (`--labels`): boredom (EmoDB 81); calm (RAVDESS 160). Each comes from one corpus only" in text
+    assert _emotions(None) == "" and "Left out" not in _emotions({"kept": {"sad": {"emodb": 3}}, "left_out": {}})
