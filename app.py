@@ -10,6 +10,7 @@ the highest held-out UA. Nothing is fetched from the network.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -43,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "larger files are refused before they are stored")
     parser.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
                         help="auto: a checkpoint's int8 graph (onnxruntime) where its int8.json shows it meets the "
-                             "drift bound (quantize.py), else float32; fp32: always float32; int8: int8 regardless")
+                             "drift bound (quantize.py) and the model does not adapt to its user (the page's "
+                             "calibration needs float32 embeddings), else float32; fp32: always float32; int8: int8 "
+                             "regardless (no calibration to the user's voice)")
     args = parser.parse_args(argv)
     if args.port is None:  # the flag wins over the environment, as with Gradio's own launch()
         port = os.environ.get("GRADIO_SERVER_PORT") or "7860"
@@ -56,13 +59,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from functools import partial
 
     from infer import load_scorer
     from ui.layout import build
     from ui.model_store import ModelStore
 
-    store = ModelStore(args.checkpoints, loader=partial(load_scorer, precision=args.precision, device="cpu"))
+    def load(folder: Path):
+        """The checkpoint's scorer; a model that adapts to its user (ui/voice.py) needs embeddings: float32 on auto."""
+        adapts = json.loads((Path(folder) / "config.json").read_text()).get("embedding_norm", "none") not in ("none", None)
+        return load_scorer(folder, precision=args.precision, device="cpu", embeddings=adapts)
+
+    store = ModelStore(args.checkpoints, loader=load)
     for error in store.preload():
         print(f"warning: checkpoint failed to load: {error}", file=sys.stderr)
     if store.default:
