@@ -1,7 +1,7 @@
 """Reference systems the benchmark compares against: eGeMAPS + SVM and MFCC/chroma/mel + MLP.
 
-    python baselines.py --corpus emodb --protocol loso
-    python baselines.py --corpus ravdess --protocol speaker_kfold --k 5 --baseline egemaps_svm
+    python -m benchmark.baselines --corpus emodb --protocol loso
+    python -m benchmark.baselines --corpus ravdess --protocol speaker_kfold --k 5 --baseline egemaps_svm
 """
 from __future__ import annotations
 
