@@ -5,7 +5,7 @@ heard alone gets the training groups' average statistics; the statistics of the 
 part of what their voice, language, room and microphone add: every recording analysed so far in this page session,
 drawn towards the model's statistics while there are few (normalization.shrunk_statistics). On unless the user
 turns it off; Reset forgets the recordings. Only float32 PyTorch models that standardise can adapt (others judge
-each clip alone). Simulated users (bench_users.py, docs/benchmarks.md) gained 8 points of UA this way; a few
+each clip alone). Simulated users (benchmark/users.py, docs/benchmarks.md) gained 8 points of UA this way; a few
 seconds of calm speech instead (normalization.from_calm_speech) lost 4, so the page does not ask for it.
 """
 from __future__ import annotations
