@@ -47,7 +47,7 @@ def five_seconds_of_speech(seconds: float) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmark.latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"), help="folder of checkpoint folders")
     parser.add_argument("--clip", help="audio file to time (default: 5 s of EmoDB speech, written as 48 kHz WAV)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the default clip")

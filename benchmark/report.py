@@ -573,8 +573,8 @@ def _mib(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> Path:
     """Rewrite the document from the results folder; return its path."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmark.report", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", help="results folder (default runs/bench; runs/bench-quick with --quick)")
     parser.add_argument("--doc", help="document to write; its charts go beside it (default docs/benchmarks.md; "
                                       "RESULTS/benchmarks.md with --quick)")

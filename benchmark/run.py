@@ -198,7 +198,8 @@ def main(argv: list[str] | None = None) -> Path:
     (benchmark.report); return its path."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(RunArguments, description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+    parser = HfArgumentParser(RunArguments, prog="python -m benchmark.run", description=__doc__.split("\n\n")[0],
+                              epilog=__doc__.split("\n\n", 1)[1],
                               formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     (args,) = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else argv)
     results, doc = paths(args.results, args.doc, args.quick)
@@ -235,3 +236,6 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"wrote {path}")
     return path
 
+
+if __name__ == "__main__":
+    main()

@@ -331,7 +331,8 @@ def main(argv: list[str] | None = None) -> dict:
     from data_process import load_audio
     from infer import Recognizer
 
-    parser = HfArgumentParser(SpeedArguments, description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+    parser = HfArgumentParser(SpeedArguments, prog="python -m benchmark.speed", description=__doc__.split("\n\n")[0],
+                              epilog=__doc__.split("\n\n", 1)[1],
                               formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     (args,) = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else argv)
     unknown = sorted(set(args.parts) - set(SPEED_PARTS))

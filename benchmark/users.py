@@ -99,8 +99,8 @@ def simulate(cell: Path, seed: int = 0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmark.users", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", required=True, help="a loco cell of a system trained with --embedding_norm")
     parser.add_argument("--seed", type=int, default=0, help="which neutral clips calibrate, and the order of the rest")
     args = parser.parse_args(argv)
