@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # torch's OpenMP threads spin while idle by default; on a busy CPU that made a request 3-7x slower
-# (measured with latency.py on 2 shared cores). Must be set before torch is imported.
+# (measured with benchmark/latency.py on 2 shared cores). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parent

@@ -9,7 +9,7 @@ Spec forms (read_corpus, read_corpora):
   iemocap=PATH:merge_excited  "exc" becomes happy (the 4-class setup also needs keep=neutral,happy,sad,angry)
   folder=PATH                 PATH/<label>/**/*.wav: one folder per label, any names (Anger, frustrated, low)
   csv=MANIFEST.csv            columns path,label[,speaker]; relative paths are against the CSV's folder
-  csv=MANIFEST.csv:task=spoof the labels must be those of a task (TASK_LABELS): bonafide/synthetic (make_synthetic.py)
+  csv=MANIFEST.csv:task=spoof the labels must be those of a task (TASK_LABELS): bonafide/synthetic (scripts/make_synthetic.py)
   hf=NAME_OR_PATH[:OPTIONS]   a Hugging Face dataset (hub name, save_to_disk folder, or data folder);
                               options audio=COL,label=COL (defaults audio, label), split=A+B (default:
                               all), speaker=COL, config=NAME, merge_excited. Splits named session1..5
@@ -44,7 +44,7 @@ from data_process import AUDIO_EXTENSIONS
 CANONICAL = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised", "boredom")
 TASK_LABELS = {  # label sets a CSV manifest is checked against (csv=PATH:task=NAME); emotion: any alias
     "emotion": CANONICAL,
-    "spoof": ("bonafide", "synthetic"),  # real against synthesised speech (make_synthetic.py)
+    "spoof": ("bonafide", "synthetic"),  # real against synthesised speech (scripts/make_synthetic.py)
 }
 
 SPEC_FORMS = """valid corpus specs:

@@ -1,13 +1,13 @@
-"""The benchmark end to end on a few real files (bench.py --quick), and the speed part's measuring and rendering."""
+"""The benchmark end to end on a few real files (benchmark.run --quick), and the speed part's measuring and rendering."""
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-import bench
-import bench_speed
+from benchmark import common, report, run, speed
 from conftest import require
 from corpora import corpora_root
 
@@ -23,12 +23,12 @@ def corpora():
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, corpora, whisper_path):
-    """Run `bench.py --quick` once: one system of each kind, 12 files per protocol (the default), on a multi-fold protocol and the
+    """Run `python -m benchmark.run --quick` once: one system of each kind, 12 files per protocol (the default), on a multi-fold protocol and the
     single-fold cross-corpus one (test_folds_match_train_py checks the other two protocols' folds without training)."""
     out = tmp_path_factory.mktemp("bench")
     argv = ["--quick", "--protocols", *PROTOCOLS, "--results", str(out / "results"),
             "--doc", str(out / "docs" / "benchmarks.md"), "--cache_dir", str(out / "cache"), "--encoder", whisper_path]
-    return out, argv, bench.main(argv)
+    return out, argv, run.main(argv)
 
 
 def table(text: str, title: str) -> dict[str, list[str]]:
@@ -44,23 +44,23 @@ def test_quick_bench_writes_the_document(quick):
     for section in ("## How to reproduce", "## Machine", "## Protocols", "## Accuracy", "## Aims of issue 4",
                     "## Speed and scale", "## GPU"):
         assert section in text, section
-    assert "Quick run" in text and "torch" in text and "python bench.py --quick" in text
+    assert "Quick run" in text and "torch" in text and "python -m benchmark.run --quick" in text
     for title in ("UA (unweighted", "WA (accuracy)", "macro-F1"):
         rows = table(text, title)
-        assert len(rows["egemaps_svm"]) == len(bench.PROTOCOLS)
-        run = [i for i, p in enumerate(bench.PROTOCOLS) if p in PROTOCOLS]
-        for system in bench.QUICK_SYSTEMS:  # every protocol run has a number in [0, 1] for every system
-            for cell in [rows[system][i] for i in run]:
+        assert len(rows["egemaps_svm"]) == len(common.PROTOCOLS)
+        ran = [i for i, p in enumerate(common.PROTOCOLS) if p in PROTOCOLS]
+        for system in run.QUICK_SYSTEMS:  # every protocol run has a number in [0, 1] for every system
+            for cell in [rows[system][i] for i in ran]:
                 match = CELL.match(cell)
                 assert match, (system, cell)
                 assert all(0 <= float(x) <= 1 for x in match.groups() if x is not None), (system, cell)
         assert rows["whisper_ft_top2"][0].startswith("not run")  # a default system the quick run left out says so
         assert rows["whisper_ft_full"][0] == "not run: needs a GPU (none was lent to this task)" or \
             __import__("torch").cuda.is_available()
-        assert rows["egemaps_svm"][list(bench.PROTOCOLS).index("urdu_5fold")] == "not run yet"
+        assert rows["egemaps_svm"][list(common.PROTOCOLS).index("urdu_5fold")] == "not run yet"
     assert text.count("identical test speakers and test-set sizes in all 4 systems") == len(PROTOCOLS)
     times = table(text, "Time per cell")  # wall / CPU, and the training summed over folds for what train.py ran
-    for i in run:
+    for i in ran:
         assert re.fullmatch(r"\d+ / \d+", times["egemaps_svm"][i]), times["egemaps_svm"]
         assert re.fullmatch(r"\d+ / \d+ / \d+", times["whisper_cat_mean"][i]), times["whisper_cat_mean"]
 
@@ -80,47 +80,67 @@ def test_every_cell_is_a_resumable_run_folder(quick):
 
     stamps = {p: p.stat().st_mtime for p in results.glob("*/*/metrics.json")}
     (cell / "bench.json").unlink()  # as if the cell's train.py command had been run by hand
-    bench.main(argv)  # the same command again: every cell is complete, nothing is trained again
+    run.main(argv)  # the same command again: every cell is complete, nothing is trained again
     assert stamps == {p: p.stat().st_mtime for p in results.glob("*/*/metrics.json")}
     again = json.loads((cell / "bench.json").read_text())  # the hand-run cell is registered with its command
     assert again["status"] == "done" and again["trained_outside_bench"] and again["command"] == record["command"]
     doc.unlink()
-    bench.main([*argv, "--report_only"])
+    report.main(["--results", str(results), "--doc", str(doc)])  # the document alone, from the results
     assert "| `cnn1d_light` |" in doc.read_text()
     assert "| `whisper_lw_max` |" not in doc.read_text()  # a system that is not run by default shows once it has results
     shutil.copytree(cell, results / "whisper_lw_max" / "emodb_loso")
-    bench.main([*argv, "--report_only"])
+    run.main([*argv, "--report_only"])  # the same, through benchmark.run
     assert "| `whisper_lw_max` |" in doc.read_text()
     shutil.rmtree(results / "whisper_lw_max")
 
 
 def test_folds_match_train_py(corpora):
-    """bench.prepare gives train.py's rows and flags; the cross-corpus fold tests every URDU speaker and only them."""
-    rows, folds, flags = bench.prepare(bench.PROTOCOLS["cross_corpus"], seed=0)
-    assert {r.label for r in rows} == set(bench.SHARED_CLASSES)
+    """common.prepare gives train.py's rows and flags; the cross-corpus fold tests every URDU speaker and only them."""
+    rows, folds, flags = common.prepare(common.PROTOCOLS["cross_corpus"], seed=0)
+    assert {r.label for r in rows} == set(common.SHARED_CLASSES)
     tested = {rows[i].corpus for i in folds[0]["test"]}
     trained = {rows[i].corpus for i in np.concatenate([folds[0]["train"], folds[0]["val"]])}
     assert tested == {"urdu"} and trained == {"ravdess", "emodb"} and len(folds) == 1
     assert flags[flags.index("--merge") + 1] == "calm:neutral"
-    rows, folds, _ = bench.prepare(bench.PROTOCOLS["ravdess_5fold"], seed=0)
-    assert [len(s) for s in bench.fold_speakers(rows, folds)] == [4, 4, 4, 4, 4]
+    rows, folds, _ = common.prepare(common.PROTOCOLS["ravdess_5fold"], seed=0)
+    assert [len(s) for s in common.fold_speakers(rows, folds)] == [4, 4, 4, 4, 4]
 
 
 PEAK_PROBE = """
-import json, numpy as np, torch, bench_speed
-runs = [bench_speed.peak_memory(lambda: np.ones(50_000_000, dtype=np.float32).sum()),  # 200 MB
-        bench_speed.peak_memory(lambda: torch.ones(50_000_000).sum())]
+import json, numpy as np, torch, benchmark.speed as speed
+runs = [speed.peak_memory(lambda: np.ones(50_000_000, dtype=np.float32).sum()),  # 200 MB
+        speed.peak_memory(lambda: torch.ones(50_000_000).sum())]
 print(json.dumps([[seconds, peak] for _, seconds, peak in runs]))
 """
 
 
-def test_peak_memory_sees_numpy_and_torch_allocations():
-    # In a fresh process, as bench_speed measures: inside this suite, memory freed by earlier tests can stay with the
-    # allocator and take the 200 MB without raising the resident set (one CI run read 0.0 MiB that way).
+def test_running_and_measuring_do_not_import_each_other():
+    """benchmark.run and benchmark.speed share benchmark.common; only benchmark.report writes the document."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", PEAK_PROBE], cwd=bench_speed.ROOT, capture_output=True, text=True)
+    code = ("import sys, importlib; importlib.import_module(sys.argv[1]); "
+            "print(sorted(m for m in sys.modules if m.startswith('benchmark.')))")
+    for module, other in (("benchmark.run", "benchmark.speed"), ("benchmark.speed", "benchmark.run")):
+        done = subprocess.run([sys.executable, "-c", code, module], cwd=common.ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert other not in done.stdout and "benchmark.common" in done.stdout, (module, done.stdout)
+    assert common.ROOT == Path(__file__).resolve().parents[1] and (common.ROOT / "train.py").is_file()
+
+
+def test_report_alone_needs_a_results_folder(tmp_path):
+    with pytest.raises(SystemExit, match="no results folder"):
+        report.main(["--results", str(tmp_path / "none"), "--doc", str(tmp_path / "doc.md")])
+    assert not (tmp_path / "doc.md").exists()
+
+
+def test_peak_memory_sees_numpy_and_torch_allocations():
+    # In a fresh process, as benchmark.speed measures: inside this suite, memory freed by earlier tests can stay with
+    # the allocator and take the 200 MB without raising the resident set (one CI run read 0.0 MiB that way).
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", PEAK_PROBE], cwd=common.ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     (seconds, numpy_peak), (_, torch_peak) = json.loads(done.stdout.splitlines()[-1])
     if numpy_peak is None:
@@ -130,20 +150,20 @@ def test_peak_memory_sees_numpy_and_torch_allocations():
 
 
 def test_window_count_matches_the_recognizer():
-    assert [bench_speed.n_windows(s, 10.0) for s in (1, 10, 12, 20, 600)] == [1, 1, 2, 3, 119]
+    assert [speed.n_windows(s, 10.0) for s in (1, 10, 12, 20, 600)] == [1, 1, 2, 3, 119]
 
 
 def test_baseline_rtf_end_to_end(tmp_path, corpora):
-    model = bench_speed.BaselineModel("egemaps_svm", str(tmp_path / "cache"))
-    files = [bench_speed.write_48k(bench_speed.long_audio(2.0, [r]), tmp_path / f"{i}.wav")
-             for i, r in enumerate(bench_speed.real_clips(3))]
-    result = bench_speed.measure_rtf("egemaps_svm", model, files, reps=1)
+    model = speed.BaselineModel("egemaps_svm", str(tmp_path / "cache"))
+    files = [speed.write_48k(speed.long_audio(2.0, [r]), tmp_path / f"{i}.wav")
+             for i, r in enumerate(speed.real_clips(3))]
+    result = speed.measure_rtf("egemaps_svm", model, files, reps=1)
     assert 0 < result["single"] < 1 and 0 < result["batched"] < 1  # far faster than real time
     assert abs(result["audio_s"] - 6.0) < 0.01 and 0 < result["decode_share"] < 1
 
 
 def test_speed_section_renders_ratios():
-    speed = {"measured_at": "now", "command": "python bench_speed.py", "threads": 2, "reps": 3, "quick": False,
+    figures = {"measured_at": "now", "command": "python -m benchmark.speed", "threads": 2, "reps": 3, "quick": False,
              "machine": {"load_average": [0.5, 0.5, 0.5], "usable_cores": 2}, "load_after": [0.6, 0.6, 0.6],
              "checkpoints": {"whisper-base-mean": {"stand_in": False, "default": True, "parameters": 21e6,
                                                         "load_s": 1.5}},
@@ -159,7 +179,7 @@ def test_speed_section_renders_ratios():
                            "cnn_cold_s": 8.0, "egemaps_svm_s": 2.0}],
              "finetune": {"samples": 32, "seconds": 16.0, "samples_per_s": 2.0, "crop_seconds": 4.0,
                           "precision": "float32 (CPU)"}, "gpu": None}
-    text = "\n".join(bench_speed.report_lines(speed))
+    text = "\n".join(report.speed_lines(figures))
     assert "| 0.0400 | 0.0300 | 0.0200 | – | 10 % | 4.00× | 2.00× |" in text  # RTF and its ratios to eGeMAPS + SVM
     assert "| 200 ms | 300 ms | 150 ms | 4.00× | 1.5 s |" in text
     assert "| 4.0× |" in text and "10.00×" in text  # cache speed-up, Whisper cold vs eGeMAPS + SVM training

@@ -1,16 +1,19 @@
-"""Bona-fide vs synthetic speech: the CSV task labels, make_synthetic.py with espeak-ng, and a model trained on it."""
+"""Bona-fide vs synthetic speech: the CSV task labels, scripts/make_synthetic.py (espeak-ng), a model trained on it."""
 import csv
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-import make_synthetic
 import train
 from conftest import ROOT, require
 from corpora import corpora_root, read_corpora, read_corpus
+
+sys.path.insert(0, str(ROOT / "scripts"))  # scripts/ holds scripts, not a package
+import make_synthetic  # noqa: E402
 
 
 def test_csv_task_labels(tmp_path, tone):

@@ -25,7 +25,7 @@ you analyse teaches the page your voice (kept in this page only, never stored), 
 judged against it: that helped simulated new users by about {gain} points of accuracy once they had
 recorded a few clips of different emotions (docs/benchmarks.md). Reset when someone else speaks."""
 
-CALIBRATION_GAIN = 6  # simulated users, session statistics vs each clip alone (bench_users.py; docs/benchmarks.md)
+CALIBRATION_GAIN = 6  # simulated users, session statistics vs each clip alone (benchmark/users.py; docs/benchmarks.md)
 LIVE_LABEL = "Live microphone: the last {window:g} s, every {every:g} s while you speak"
 
 

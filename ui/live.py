@@ -26,7 +26,7 @@ from ui.voice import Voice
 LIVE_EVERY_S = 1.0      # the browser sends a chunk, and the page is updated, this often
 LIVE_WINDOW_S = callbacks.TIMELINE_WINDOW_S  # each update scores the last 4 s, as the file timeline does
 LIVE_HISTORY_S = 120.0  # the timeline shows the last 2 minutes
-LIVE_SESSIONS = 4       # live microphones served at once; each costs a fraction of a core (latency.py --live)
+LIVE_SESSIONS = 4       # live microphones served at once; each costs a fraction of a core (benchmark/latency.py)
 
 
 @dataclass

@@ -5,9 +5,9 @@ heard alone gets the training groups' average statistics; the statistics of the 
 part of what their voice, language, room and microphone add: every recording analysed so far in this page session,
 drawn towards the model's statistics while there are few (normalization.shrunk_statistics). On unless the user
 turns it off; Reset forgets the recordings. Only float32 PyTorch models that standardise can adapt (others judge
-each clip alone). Simulated users (the speakers of corpora the default recipe never heard: docs/benchmarks.md)
-gained 6 points of UA this way (0.49 -> 0.55); two clips of calm speech instead (normalization.from_calm_speech)
-lost 7, so the page does not ask for them.
+each clip alone). Simulated users (the speakers of corpora the default recipe never heard: benchmark/users.py,
+docs/benchmarks.md) gained 6 points of UA this way (0.49 -> 0.55); two clips of calm speech instead
+(normalization.from_calm_speech) lost 7, so the page does not ask for them.
 """
 from __future__ import annotations
 

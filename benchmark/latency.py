@@ -1,7 +1,7 @@
 """Print the app's server-side time from an uploaded 5 s clip to its probabilities, for each checkpoint.
 
-    python latency.py                          # checkpoints/, 5 s of real EmoDB speech as a 48 kHz WAV
-    python latency.py --checkpoints runs/x --clip my.wav --repeats 20
+    python -m benchmark.latency                # checkpoints/, 5 s of real EmoDB speech as a 48 kHz WAV
+    python -m benchmark.latency --checkpoints runs/x --clip my.wav --repeats 20
 
 What is timed is what the app does per request (ui.callbacks.analyse): decode the uploaded file,
 resample it to 16 kHz, the silence and voice-activity checks, and the model. Model loading is
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.py serves (set before torch is imported)
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # the project root
 sys.path.insert(0, str(ROOT))
 
 
@@ -47,7 +47,7 @@ def five_seconds_of_speech(seconds: float) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmark.latency", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoints", default=str(ROOT / "checkpoints"), help="folder of checkpoint folders")
     parser.add_argument("--clip", help="audio file to time (default: 5 s of EmoDB speech, written as 48 kHz WAV)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the default clip")

@@ -1,15 +1,16 @@
 """Speed and scale of the benchmark (issue 4): real-time factor, latency, long clips, training size, cache.
 
-    python bench_speed.py                          # every checkpoint under checkpoints/, results in runs/bench/speed.json
-    python bench_speed.py --checkpoints checkpoints/whisper-base-mean --reps 5
-    python bench_speed.py --quick                  # one repetition, short clips, tiny training: checks the machinery
+    python -m benchmark.speed                      # every checkpoint under checkpoints/, results in runs/bench/speed.json
+    python -m benchmark.speed --checkpoints checkpoints/whisper-base-mean --reps 5
+    python -m benchmark.speed --quick              # one repetition, short clips, tiny training: checks the machinery
 
 Every figure is measured end to end on this machine's CPU, with the baselines (eGeMAPS + SVM,
 MFCC/chroma/mel + MLP) in the same process, so each one also comes as a ratio to a baseline. The
 real-time factor (RTF) is compute seconds per audio second: decoding a 48 kHz WAV file,
 resampling to 16 kHz, features and model. Where checkpoints/ has no checkpoint yet, stand-ins with
 the default models' architectures are trained for one epoch on a few files (speed depends on the
-architecture, not on how well the weights were trained).
+architecture, not on how well the weights were trained). The figures go into RESULTS/speed.json;
+benchmark.report renders them into the document.
 """
 from __future__ import annotations
 
@@ -25,16 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import ROOT, SYSTEMS, WHISPER_BASE, machine, now, read_json, rel, write_json  # sets OMP_WAIT_POLICY first
+# benchmark.common sets OMP_WAIT_POLICY before torch is imported
+from benchmark.common import (ROOT, SPEED_BASELINE, SPEED_PARTS, SYSTEMS, WHISPER_BASE, machine, now, paths, read_json,
+                              rel, write_json)
 
 DEFAULT_NAME = "whisper-base-mean"  # the app's default model (checkpoints/default.txt overrides)
 STAND_INS = {  # shipped checkpoint name -> the bench system whose recipe it copies
     "whisper-base-mean": "whisper_lw_mean",
     "cnn1d-light": "cnn1d_light",
 }
-BASELINE = "egemaps_svm"  # the ratios' reference
 TRAINING_HEAD = "whisper_cat_mean"  # the frozen-head recipe whose training time is measured (bench's best)
-PARTS = ("rtf", "latency", "lengths", "training", "finetune")
 
 
 @dataclass
@@ -53,8 +54,8 @@ class SpeedArguments:
     train_sizes: list[int] = field(default_factory=lambda: [20, 40, 80], metadata={
         "help": "Corpus sizes (train.py --max_files, EmoDB) for training time; 2 epochs each."})
     threads: int = field(default=0, metadata={"help": "torch threads (0: torch's default, one per core)."})
-    parts: list[str] = field(default_factory=lambda: list(PARTS), metadata={
-        "help": f"What to measure: some of {', '.join(PARTS)}; the others keep their figures from speed.json."})
+    parts: list[str] = field(default_factory=lambda: list(SPEED_PARTS), metadata={
+        "help": f"What to measure: some of {', '.join(SPEED_PARTS)}; the others keep their figures from speed.json."})
     encoder: str = field(default=str(WHISPER_BASE), metadata={"help": "Whisper-base encoder for the stand-ins."})
     cache_dir: str | None = field(default=None, metadata={"help": "Cache for the stand-ins' encoder outputs."})
 
@@ -108,7 +109,7 @@ class BaselineModel:
     """A fitted baseline with the same calls as infer.Recognizer: probabilities-free, but end to end."""
 
     def __init__(self, name: str, cache_dir: str | None):
-        import baselines
+        from benchmark import baselines
         from corpora import read_corpus
 
         self.name = name
@@ -238,7 +239,7 @@ def measure_rtf(name: str, model, files: list[Path], reps: int) -> dict:
 
 def measure_training(sizes: list[int], args: SpeedArguments, work: Path) -> list[dict]:
     """Return training wall time at each corpus size: Whisper head (cold and warm cache), CNN light, eGeMAPS + SVM."""
-    import baselines
+    from benchmark import baselines
     import train
     from corpora import read_corpus
     from data_process import load_audio
@@ -313,7 +314,7 @@ def run_probe(**kwargs) -> dict:
     """Return length_probe(**kwargs) computed in a fresh Python process."""
     import subprocess
 
-    code = f"import json, bench_speed; print('PROBE', json.dumps(bench_speed.length_probe(**{kwargs!r})))"
+    code = f"import json, benchmark.speed as s; print('PROBE', json.dumps(s.length_probe(**{kwargs!r})))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     found = [line for line in done.stdout.splitlines() if line.startswith("PROBE ")]
     if done.returncode or not found:
@@ -326,27 +327,27 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from transformers import HfArgumentParser
 
-    import bench
+    from benchmark.report import write_report
     from data_process import load_audio
     from infer import Recognizer
 
-    parser = HfArgumentParser(SpeedArguments, description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+    parser = HfArgumentParser(SpeedArguments, prog="python -m benchmark.speed", description=__doc__.split("\n\n")[0],
+                              epilog=__doc__.split("\n\n", 1)[1],
                               formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     (args,) = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else argv)
-    unknown = sorted(set(args.parts) - set(PARTS))
+    unknown = sorted(set(args.parts) - set(SPEED_PARTS))
     if unknown:
-        raise ValueError(f"--parts {unknown}: one of {', '.join(PARTS)}")
+        raise ValueError(f"--parts {unknown}: one of {', '.join(SPEED_PARTS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
         args.reps, args.clips = 1, min(args.clips, 6)
         args.lengths = [x for x in args.lengths if x <= 12] or [1, 5, 12]
         args.train_sizes = [12]
-    results = Path(args.results)
-    doc = Path(args.doc or (results / "benchmarks.md" if args.quick else ROOT / "docs" / "benchmarks.md"))
+    results, doc = paths(args.results, args.doc, args.quick)
     results.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["python bench_speed.py", *(sys.argv[1:] if argv is None else argv)])
-    speed = read_json(results / "speed.json") if set(args.parts) != set(PARTS) else {}
+    command = " ".join(["python -m benchmark.speed", *(sys.argv[1:] if argv is None else argv)])
+    speed = read_json(results / "speed.json") if set(args.parts) != set(SPEED_PARTS) else {}
     speed.update({"measured_at": now(), "machine": machine(), "threads": torch.get_num_threads(), "reps": args.reps,
                   "quick": args.quick})
     this_run = {"command": command, "parts": args.parts, "threads": torch.get_num_threads(),
@@ -387,7 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
         if "latency" in args.parts:
             five = write_48k(long_audio(5.0, clips), work / "five_seconds.wav")
             speed["latency_5s"] = []
-            for who in ([default.name] if default else []) + onnx_names + [BASELINE]:
+            for who in ([default.name] if default else []) + onnx_names + [SPEED_BASELINE]:
                 median, times, cpu = timed(lambda: models[who].predict(load_audio(five)), max(args.reps, 5))
                 speed["latency_5s"].append({"system": who, "median_s": median, "max_s": max(times), "reps": len(times),
                                             "cpu_s": cpu})
@@ -397,7 +398,7 @@ def main(argv: list[str] | None = None) -> dict:
         if "lengths" in args.parts:  # each in a fresh process, so one length's allocations do not hide the next's
             speed["lengths"] = []
             for seconds in sorted(args.lengths):
-                for who, checkpoint in ([(default.name, str(default))] if default else []) + [(BASELINE, None)]:
+                for who, checkpoint in ([(default.name, str(default))] if default else []) + [(SPEED_BASELINE, None)]:
                     entry = run_probe(system=who, checkpoint=checkpoint, seconds=seconds, clips=args.clips,
                                       reps=1 if seconds >= 300 else args.reps, threads=args.threads,
                                       cache_dir=args.cache_dir)
@@ -412,182 +413,9 @@ def main(argv: list[str] | None = None) -> dict:
     speed["load_after"] = this_run["load_after"] = list(os.getloadavg())
     this_run["at"] = now()
     write_json(results / "speed.json", speed)
-    bench.write_report(results, doc)
+    write_report(results, doc)
     print(f"wrote {results / 'speed.json'} and {doc}")
     return speed
-
-
-# ---------------------------------------------------------------------------------------------
-# The document's speed section
-# ---------------------------------------------------------------------------------------------
-def _ratio(ours: float | None, base: float | None) -> str:
-    return f"{ours / base:.2f}×" if ours and base else "–"
-
-
-def speed_chart(speed: dict, path: Path) -> Path | None:
-    """Write RTF per system and time / peak memory against clip length to `path`; return it (None without figures)."""
-    if not speed.get("rtf"):
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    panels = 3 if speed.get("lengths") else 1
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), squeeze=False)
-    ax = axes[0, 0]
-    names = [r["system"] for r in speed["rtf"]]
-    x = np.arange(len(names))
-    ax.bar(x - 0.2, [r["single"] for r in speed["rtf"]], 0.4, label="single clip")
-    ax.bar(x + 0.2, [r["batched"] for r in speed["rtf"]], 0.4, label="batched")
-    ax.axhline(0.01, color="red", linestyle="--", linewidth=0.8, label="aim 0.01")
-    ax.set_xticks(x, names, rotation=20, ha="right", fontsize=7)
-    ax.set_ylabel("RTF (compute s / audio s)")
-    ax.legend(fontsize=7)
-    if panels > 1:
-        for r_key, axis, label in (("time_s", axes[0, 1], "inference time (s)"), ("peak_mib", axes[0, 2], "peak memory added (MiB)")):
-            for system in dict.fromkeys(r["system"] for r in speed["lengths"]):
-                rows = [r for r in speed["lengths"] if r["system"] == system and r.get(r_key) is not None]
-                axis.plot([r["seconds"] for r in rows], [max(r[r_key], 1e-2) for r in rows], marker="o", label=system)
-            axis.set_xscale("log")
-            axis.set_yscale("log")
-            axis.set_xlabel("clip length (s)")
-            axis.set_ylabel(label)
-            axis.grid(alpha=0.3, which="both")
-            axis.legend(fontsize=7)
-    fig.suptitle(f"Speed on this CPU ({speed['threads']} torch thread(s))", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
-
-
-def report_lines(speed: dict, png: Path | None = None) -> list[str]:
-    """Return the Markdown of the speed-and-scale section from speed.json's figures (and its chart `png`)."""
-    lines = ["## Speed and scale", ""]
-    if not speed:
-        return lines + ["Not measured yet: run `python bench_speed.py` (or `python bench.py`, which runs it after "
-                        "the accuracy cells).", "", "## GPU", "", "No GPU was lent to this task: GPU figures and "
-                        "full fine-tuning throughput (bf16) are not measured.", ""]
-    m = speed["machine"]
-    stand_ins = [n for n, c in speed["checkpoints"].items() if c.get("stand_in")]
-    commands = speed.get("commands") or [{"command": speed.get("command"), "parts": list(PARTS),
-                                          "load_before": m["load_average"], "load_after": speed["load_after"]}]
-    lines += [f"Median of {speed['reps']} repetition(s) after a warm-up call, torch with {speed['threads']} thread(s), "
-              f"on {m['usable_cores']} cores; measured by:", "", "| command | figures | finished | load average before / after |",
-              "|---|---|---|---|"]
-    lines += [f"| `{c['command']}` | {', '.join(c['parts'])} | {c.get('at', '')} | "
-              f"{c['load_before'][0]:.1f} / {c['load_after'][0]:.1f} |" for c in commands]
-    lines.append("")
-    busy = max(max(c["load_before"][0], c["load_after"][0]) for c in commands) > m["usable_cores"]
-    if speed.get("quick"):
-        lines += ["> **Quick run**: one repetition, short clips, tiny training sets; only checks the machinery.", ""]
-    if busy:
-        lines += ["> The CPU was shared with other jobs while these figures were taken (load average above the core "
-                  "count): they are upper bounds; an idle machine is faster.", ""]
-    if speed["threads"] < m["usable_cores"]:
-        lines += [f"> torch ran with {speed['threads']} thread(s) (`--threads`): on cores already busy with other "
-                  "jobs, one torch thread per core makes the threads wait on each other (with other jobs running, a "
-                  "2 s clip once took 2.5 s with 2 threads and 0.1 s with 1 here). `python bench_speed.py` on an idle machine, one thread per core, "
-                  "gives the 2-core figures the RTF aim refers to.", ""]
-    if stand_ins:
-        lines += [f"> `checkpoints/` had no checkpoint yet: {', '.join(stand_ins)} are one-epoch stand-ins with the "
-                  "default models' architectures (same backbone, head and sizes; speed does not depend on how well "
-                  "the weights are trained).", ""]
-    if png:
-        lines += [f"![RTF per system; inference time and memory against clip length]({png.name})", ""]
-    base = {r["system"]: r for r in speed.get("rtf", [])}.get(BASELINE, {})
-    lines += ["### Real-time factor (compute seconds per audio second; lower is faster)", "",
-              f"End to end on {speed['rtf'][0]['clips']} real clips ({speed['rtf'][0]['audio_s']:.1f} s of speech from "
-              "EmoDB, RAVDESS and URDU) stored as 48 kHz 16-bit WAV: decoding, resampling to 16 kHz, features, "
-              "model. Single: one clip at a time (`Recognizer.predict`); batched: all clips through "
-              "`Recognizer.probabilities` (batches of 8 of similar length). RTF is wall-clock; CPU-s per audio s "
-              "counts the process's CPU time over all its threads, which other jobs on the machine disturb less. "
-              "Ratio: this system's RTF over eGeMAPS + SVM's (above 1: slower). Rows `· onnx fp32` and `· onnx "
-              "int8` are the default model's ONNX graph (export.py) in onnxruntime, as exported and quantised by "
-              "quantize.py's default recipe; its drift from float32 is in the checkpoint's int8.json.", "",
-              "| system | parameters | RTF single | CPU-s per audio s | RTF batched | CPU-s per audio s | decode share "
-              "| single vs eGeMAPS+SVM | batched vs eGeMAPS+SVM |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in speed["rtf"]:
-        params = speed["checkpoints"].get(r["system"], {}).get("parameters")
-        lines.append(f"| `{r['system']}`{' (default)' if r.get('default') else ''} | "
-                     f"{f'{params / 1e6:.1f} M' if params else '–'} | {r['single']:.4f} | {_num(r.get('single_cpu'))} | "
-                     f"{r['batched']:.4f} | {_num(r.get('batched_cpu'))} | {100 * r['decode_share']:.0f} % | "
-                     f"{_ratio(r['single'], base.get('single'))} | {_ratio(r['batched'], base.get('batched'))} |")
-    lines.append("")
-    if speed.get("latency_5s"):
-        lat = {r["system"]: r for r in speed["latency_5s"]}
-        loads = {n: c.get("load_s") for n, c in speed["checkpoints"].items()}
-        lines += ["### App latency: one 5 s clip, file to probabilities", "",
-                  "| system | median | slowest | CPU time | vs eGeMAPS+SVM | model load (once) |", "|---|---|---|---|---|---|"]
-        for r in speed["latency_5s"]:
-            lines.append(f"| `{r['system']}` | {1000 * r['median_s']:.0f} ms | {1000 * r['max_s']:.0f} ms | "
-                         + (f"{1000 * r['cpu_s']:.0f} ms | " if r.get("cpu_s") is not None else "– | ") +
-                         f"{_ratio(r['median_s'], lat.get(BASELINE, {}).get('median_s'))} | "
-                         + (f"{loads[r['system']]:.1f} s |" if loads.get(r["system"]) else "– |"))
-        lines.append("")
-    if speed.get("lengths"):
-        by = {}
-        for r in speed["lengths"]:
-            by.setdefault(r["seconds"], {})[r["system"]] = r
-        ours = next(s for s in by[min(by)] if s != BASELINE) if any(s != BASELINE for s in by[min(by)]) else None
-        lines += ["### Inference time and peak memory against clip length", "",
-                  f"`{ours}` scores audio longer than 10 s in half-overlapping 10 s windows (`Recognizer.predict`, "
-                  "8 windows a batch), so every second is encoded about twice and its RTF beyond 10 s is about twice "
-                  "the short-clip one; time grows linearly, memory levels off. eGeMAPS + SVM takes the whole clip at "
-                  "once. Each row is measured in a fresh process (after a 1 s warm-up call): peak memory is the rise "
-                  "of the peak resident set (Linux VmHWM, reset before the call) over the resident size before it, "
-                  "the model and the audio excluded. Clips are real speech, concatenated; lengths of 300 s and more "
-                  "are timed once.", "",
-                  f"| clip | `{ours}` time | RTF | peak memory | eGeMAPS+SVM time | peak memory | time ratio |",
-                  "|---|---|---|---|---|---|---|"]
-        for seconds, row in sorted(by.items()):
-            o, b = row.get(ours, {}), row.get(BASELINE, {})
-            lines.append(f"| {seconds:g} s | {o.get('time_s', 0):.2f} s | {o.get('time_s', 0) / seconds:.4f} | "
-                         f"{_mib(o.get('peak_mib'))} | {b.get('time_s', 0):.2f} s | {_mib(b.get('peak_mib'))} | "
-                         f"{_ratio(o.get('time_s'), b.get('time_s'))} |")
-        lines.append("")
-    if speed.get("training"):
-        head = speed["training"][0].get("whisper_system", "whisper_lw_mean")  # older results: the recipe of then
-        flags = SYSTEMS[head].flags
-        epochs = int(flags[flags.index("--num_train_epochs") + 1])
-        lines += ["### Training time against corpus size", "",
-                  f"EmoDB subsets (`train.py --max_files N --protocol all`), {speed['training'][0]['epochs']} epoch(s), "
-                  "wall time of the whole `train.main` call (loading, encoder outputs, training, saving). Whisper "
-                  f"head: `{head}` with an empty cache (cold: the frozen encoder runs once per clip) and "
-                  "again with that cache filled (warm). The cache speed-up is cold over warm.", "",
-                  "| files | audio | Whisper head, cold cache | warm cache | cache speed-up | CNN light | eGeMAPS+SVM "
-                  "(features + fit) | Whisper cold vs eGeMAPS+SVM |", "|---|---|---|---|---|---|---|---|"]
-        for r in speed["training"]:
-            lines.append(f"| {r['files']} | {r['audio_s']:.0f} s | {r['whisper_cold_s']:.1f} s | {r['whisper_warm_s']:.1f} s "
-                         f"| {r['whisper_cold_s'] / r['whisper_warm_s']:.1f}× | {r['cnn_cold_s']:.1f} s | "
-                         f"{r['egemaps_svm_s']:.1f} s | {_ratio(r['whisper_cold_s'], r['egemaps_svm_s'])} |")
-        big = speed["training"][-1]
-        per_clip = (big["whisper_cold_s"] - big["whisper_warm_s"]) / big["files"]
-        lines += ["", f"Derived: the encoder costs about {per_clip:.2f} s per clip here, so without the cache every "
-                  f"epoch over {big['files']} clips would add about {per_clip * big['files']:.0f} s, and the "
-                  f"`{head}` recipe's {epochs} epochs about {epochs * per_clip * big['files']:.0f} s instead of the one "
-                  "cold pass.", ""]
-    if speed.get("finetune"):
-        f = speed["finetune"]
-        lines += ["### Fine-tuning throughput", "",
-                  f"Whisper-base with its top 2 layers trained (`whisper_ft_top2`), {f['crop_seconds']:g} s crops, "
-                  f"{f['precision']}: **{f['samples_per_s']:.2f} training samples/s** ({f['samples']} samples in "
-                  f"{f['seconds']:.1f} s).", ""]
-    lines += ["## GPU", ""]
-    lines += [f"Measured on {speed['gpu']}." if speed.get("gpu") else
-              "No GPU was lent to this task (the device tool offered none), so the GPU figures, full fine-tuning "
-              "(`whisper_ft_full`) and bf16 fine-tuning throughput are not measured. On a machine with one, "
-              "`python bench.py --systems whisper_ft_full` and `python bench_speed.py` produce them.", ""]
-    return lines
-
-
-def _num(value: float | None) -> str:
-    return f"{value:.4f}" if value is not None else "–"
-
-
-def _mib(value: float | None) -> str:
-    return f"{value:.0f} MiB" if value is not None else "n/a"
 
 
 if __name__ == "__main__":

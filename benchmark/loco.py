@@ -81,7 +81,7 @@ def row(values: dict[str, float], baseline: dict[str, float] | None = None) -> l
 
 
 def users_lines(results, systems: list[str]) -> list[str]:
-    """Return the table of simulated app users (bench_users.py) of every system that has one."""
+    """Return the table of simulated app users (benchmark.users) of every system that has one."""
     import json
 
     if results is None:
@@ -90,7 +90,7 @@ def users_lines(results, systems: list[str]) -> list[str]:
     if not found:
         return []
     lines = ["", "### One person, one microphone: calibrating in the app", "",
-             "Each speaker of a left-out corpus plays a new user of the app (`bench_users.py`): two of their neutral "
+             "Each speaker of a left-out corpus plays a new user of the app (`python -m benchmark.users`): two of their neutral "
              "clips are kept for calibration and never judged; every other clip of theirs is judged alone, after "
              "calibrating on one or two calm clips, with the statistics of their earlier clips in the session (a "
              "random order, drawn towards the model's own by a prior of a few pseudo-clips), or with all of their "
@@ -109,7 +109,7 @@ def generalization_section(cells: dict, systems: dict, protocol: str = "loco", r
     """Return the document's leave-one-corpus-out section from the cells of `protocol`."""
     ran = {s: c for (s, p), c in cells.items() if p == protocol and c["reports"]}
     if not ran:
-        return ["## Generalization: leave one corpus out", "", "> Not run yet: `python bench.py --protocols loco "
+        return ["## Generalization: leave one corpus out", "", "> Not run yet: `python -m benchmark.run --protocols loco "
                 "--systems egemaps_svm mfcc_mlp " + " ".join(name for name, _, _ in IDEAS) + "`.", ""]
     names = list(LOCO_CORPORA)
     base = by_left_out(ran[BASELINE_SYSTEM]["reports"]) if BASELINE_SYSTEM in ran else None

@@ -10,7 +10,7 @@ clips are judged by the fold's model five ways, always on the same clips:
 The calibration clips are two neutral clips per speaker; speakers with fewer than three neutral clips are
 left out of every way, and the calibration clips are never judged.
 
-    python bench_users.py --cell runs/bench/whisper_linear_speakernorm/loco     # writes users.json in the cell
+    python -m benchmark.users --cell runs/bench/whisper_linear_speakernorm/loco     # writes users.json in the cell
 """
 from __future__ import annotations
 
@@ -46,12 +46,12 @@ def simulate(cell: Path, seed: int = 0) -> dict:
     """Return UA per left-out corpus and way of judging (see the module docstring), and their means."""
     import torch
 
-    import bench
+    from benchmark.common import PROTOCOLS, prepare
     from metrics import classification_report
     from models import EmotionClassifier
     from normalization import from_calm_speech, neutral_offset, shrunk_statistics, statistics
 
-    rows, folds, _ = bench.prepare(bench.PROTOCOLS["loco"], seed)
+    rows, folds, _ = prepare(PROTOCOLS["loco"], seed)
     vectors = embeddings_of(cell, rows)
     rng = np.random.default_rng(seed)
     out = {}
@@ -99,8 +99,8 @@ def simulate(cell: Path, seed: int = 0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m benchmark.users", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", required=True, help="a loco cell of a system trained with --embedding_norm")
     parser.add_argument("--seed", type=int, default=0, help="which neutral clips calibrate, and the order of the rest")
     args = parser.parse_args(argv)

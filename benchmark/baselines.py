@@ -1,7 +1,7 @@
 """Reference systems the benchmark compares against: eGeMAPS + SVM and MFCC/chroma/mel + MLP.
 
-    python baselines.py --corpus emodb --protocol loso
-    python baselines.py --corpus ravdess --protocol speaker_kfold --k 5 --baseline egemaps_svm
+    python -m benchmark.baselines --corpus emodb --protocol loso
+    python -m benchmark.baselines --corpus ravdess --protocol speaker_kfold --k 5 --baseline egemaps_svm
 """
 from __future__ import annotations
 
@@ -146,7 +146,8 @@ def evaluate(name: str, rows: Sequence, folds: Sequence[dict], cache_dir=None, s
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the chosen baselines on a corpus under a protocol and print per-fold and mean +- std results."""
-    parser = argparse.ArgumentParser(description="Evaluate the reference baselines (eGeMAPS+SVM, "
+    parser = argparse.ArgumentParser(prog="python -m benchmark.baselines",
+                                     description="Evaluate the reference baselines (eGeMAPS+SVM, "
                                      "MFCC/chroma/mel+MLP) on a corpus with speaker-aware folds.")
     parser.add_argument("--corpus", default="emodb", help="corpus spec for corpora.read_corpus: emodb, ravdess, urdu")
     parser.add_argument("--protocol", default="loso",

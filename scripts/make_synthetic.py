@@ -1,7 +1,7 @@
 """Build the bona-fide vs synthetic speech corpus: real recordings from the shared corpora against speech
 synthesised on this machine with espeak-ng (Debian package `espeak-ng`), varied texts, voices and prosody.
 
-    python make_synthetic.py --out ../synthetic_voices
+    python scripts/make_synthetic.py --out ../synthetic_voices
     python train.py --corpus csv=../synthetic_voices/manifest.csv:task=spoof --backbone mfcc_lstm \
         --protocol speaker_kfold --output_dir runs/spoof_mfcc_lstm
 
@@ -27,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from corpora import read_corpus
-from data_process import SAMPLE_RATE, load_audio
+ROOT = Path(__file__).resolve().parents[1]  # the project root
+sys.path.insert(0, str(ROOT))
+from corpora import read_corpus  # noqa: E402
+from data_process import SAMPLE_RATE, load_audio  # noqa: E402
 
 TEXTS = {
     "en": [
@@ -131,8 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out = Path(args.out).expanduser().resolve()
-    repo = Path(__file__).resolve().parent
-    if out == repo or repo in out.parents:
+    if out == ROOT or ROOT in out.parents:
         raise SystemExit(f"{out} is inside the repository: write the audio elsewhere (e.g. ../synthetic_voices)")
     print(json.dumps(build(out, args.per_speaker, args.voices, args.per_voice, args.seed), indent=1), file=sys.stderr)
 
