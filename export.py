@@ -1,6 +1,6 @@
 """Export a checkpoint: as one ONNX graph, or as a self-contained transformers folder (its code beside the weights).
 
-    python export.py --checkpoint checkpoints/whisper-base-mean --format onnx --output whisper-base-mean.onnx
+    python export.py --checkpoint checkpoints/whisper-base-std-linear --format onnx --output whisper-base-std-linear.onnx
     python export.py --checkpoint checkpoints/cnn1d-light --format transformers     # rewrite the folder in place
 
 onnx: the whole classifier in one fp32 graph. Input `waveform` (batch, samples): float32 audio at 16 kHz,

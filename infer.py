@@ -1,7 +1,7 @@
 """Score audio files with a trained checkpoint: one row per file, the probability of every emotion.
 
     python infer.py clip.wav folder/                               # default checkpoint, CSV on standard output
-    python infer.py --checkpoint checkpoints/whisper-base-mean --output out.csv clip.wav folder/
+    python infer.py --checkpoint checkpoints/whisper-base-std-linear --output out.csv clip.wav folder/
     python infer.py --format jsonl --top_k 3 --output - folder/    # JSON lines, the 3 likeliest emotions
     python infer.py --embeddings emb.npy --output out.csv folder/  # also one pooled embedding per file
     python infer.py --checkpoint owner/model --device cuda --batch_size 32 --output out.jsonl folder/

@@ -18,8 +18,8 @@ from typing import Callable
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from models.classifier import BACKBONES, LAYER_MIXES
-from models.configuration import read_layer_mix
+from models.classifier import BACKBONES
+from models.configuration import layers_text
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,11 @@ RESEARCH_ONLY_CORPORA = {"emodb", "urdu", "ased", "casia", "iemocap", "emotiontt
 WHISPER_SIZES = {(384, 4): "tiny", (512, 6): "base", (768, 12): "small", (1024, 24): "medium", (1280, 32): "large"}
 KEPT_SECTION = "## Known limits"  # written by hand; a rewritten card keeps it
 TASK = "audio-classification"
+
+
+def read_config(folder: Path) -> dict:
+    """Return the checkpoint's config.json as a dict ({} before it is written)."""
+    return json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
 
 
 def corpus_names(settings: dict) -> list[str]:
@@ -139,7 +144,7 @@ def eval_results(settings: dict, metrics: dict) -> list[EvalResult]:
 
 def card_data(folder: Path, settings: dict, metrics: dict) -> ModelCardData:
     """Return the card's YAML metadata."""
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    config = read_config(folder)
     corpora = corpus_names(settings)
     languages = sorted({_corpus(c).language for c in corpora} - {None})
     return ModelCardData(
@@ -179,7 +184,9 @@ def _training(metrics: dict) -> str:
 
 def overview(folder: Path, settings: dict, metrics: dict) -> str:
     model, data = settings["model"], settings["data"]
-    encoder = (f"`{model['encoder']}` ({model['encoder_mode']}, {LAYER_MIXES[read_layer_mix(model)].text})"
+    config = read_config(folder) or model  # the layers actually read (settings may leave them to the default)
+    name = base_model(settings, config) or model["encoder"]  # the Hub id of a local copy, never a local path
+    encoder = (f"`{name}` ({model['encoder_mode']}, {layers_text(config)})"
                if pretrained(settings) else
                f"1-D CNN on the raw waveform, preset `{model['cnn_preset']}`" if model["backbone"] == "cnn1d" else
                f"`{model['backbone']}`, trained from scratch")

@@ -1,8 +1,8 @@
 """int8 versions of a checkpoint's ONNX export (onnxruntime), and whether they may stand in for float32.
 
-    python quantize.py --checkpoint checkpoints/whisper-base-mean             # measure; write CHECKPOINT/int8.json
-    python quantize.py --checkpoint checkpoints/whisper-base-mean --recipe dynamic_fc1 --clips 900
-    python quantize.py --checkpoint checkpoints/whisper-base-mean --output whisper-int8.onnx --no-measure
+    python quantize.py --checkpoint checkpoints/whisper-base-std-linear             # measure; write CHECKPOINT/int8.json
+    python quantize.py --checkpoint checkpoints/whisper-base-std-linear --recipe dynamic_fc1 --clips 900
+    python quantize.py --checkpoint checkpoints/whisper-base-std-linear --output whisper-int8.onnx --no-measure
 
 A recipe (a key of RECIPES) names the matrix products that become int8: onnxruntime's dynamic
 quantisation, weights per output channel, activations quantised per call; the log-mel front end and

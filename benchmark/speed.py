@@ -1,7 +1,7 @@
 """Speed and scale of the benchmark (issue 4): real-time factor, latency, long clips, training size, cache.
 
     python -m benchmark.speed                      # every checkpoint under checkpoints/, results in runs/bench/speed.json
-    python -m benchmark.speed --checkpoints checkpoints/whisper-base-mean --reps 5
+    python -m benchmark.speed --checkpoints checkpoints/whisper-base-std-linear --reps 5
     python -m benchmark.speed --quick              # one repetition, short clips, tiny training: checks the machinery
 
 Every figure is measured end to end on this machine's CPU, with the baselines (eGeMAPS + SVM,
@@ -30,9 +30,9 @@ import numpy as np
 from benchmark.common import (ROOT, SPEED_BASELINE, SPEED_PARTS, SYSTEMS, WHISPER_BASE, machine, now, paths, read_json,
                               rel, write_json)
 
-DEFAULT_NAME = "whisper-base-mean"  # the app's default model (checkpoints/default.txt overrides)
+DEFAULT_NAME = "whisper-base-std-linear"  # the app's default model (checkpoints/default.txt overrides)
 STAND_INS = {  # shipped checkpoint name -> the bench system whose recipe it copies
-    "whisper-base-mean": "whisper_lw_mean",
+    "whisper-base-std-linear": "whisper_linear_std_l1",
     "cnn1d-light": "cnn1d_light",
 }
 TRAINING_HEAD = "whisper_cat_mean"  # the frozen-head recipe whose training time is measured (bench's best)

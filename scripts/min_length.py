@@ -1,6 +1,6 @@
 """How much audio does a judgement need? Accuracy of a checkpoint on real clips cut to a few lengths.
 
-    python scripts/min_length.py --checkpoint checkpoints/whisper-base-mean --corpus ased emotiontts_ko emodb
+    python scripts/min_length.py --checkpoint checkpoints/whisper-base-std-linear --corpus ased emotiontts_ko emodb
 
 Each clip is cut to each length around its centre (where the speech is) and scored; the top emotion
 is taken among the labels the corpus uses, so that chance is 1 / (number of its labels). Prints
@@ -43,7 +43,7 @@ def centre_cut(audio: np.ndarray, seconds: float | None) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", default="checkpoints/whisper-base-mean")
+    parser.add_argument("--checkpoint", default="checkpoints/whisper-base-std-linear")
     parser.add_argument("--corpus", nargs="+", default=["ased", "emotiontts_ko", "emodb"])
     parser.add_argument("--lengths", nargs="+", type=float, default=[0.25, 0.5, 0.75, 1.0, 1.5, 2.0])
     parser.add_argument("--per_label", type=int, default=60, help="clips per label and corpus")

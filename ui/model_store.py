@@ -287,10 +287,9 @@ def describe(info: CheckpointInfo) -> str:
         backbone_text = f"cnn1d (1-D CNN on the waveform, preset `{config.get('cnn_preset', '?')}`)"
     else:
         encoder = Path(str(config.get("encoder_name") or "?")).name
-        from models.configuration import read_layer_mix
-        from models import LAYER_MIXES
+        from models.configuration import layers_text
 
-        layers = LAYER_MIXES[read_layer_mix(config)].text
+        layers = layers_text(config)
         backbone_text = f"{backbone} (encoder `{encoder}`, {config.get('encoder_mode', '?')}, {layers})"
     corpora = metrics.get("corpora") or []
     sizes = f" ({metrics['n_utterances']} clips, {metrics.get('n_speakers', '?')} speakers)" if "n_utterances" in metrics else ""
