@@ -41,7 +41,7 @@ def test_an_analysed_upload_is_deleted_and_scored_again_from_memory(store, uploa
     again = callbacks.analyse(path, DEFAULT, store).probabilities  # Analyse pressed again
     assert again == first
     other = next(name for name in TINY if name != DEFAULT)
-    out = callbacks.select_model(other, DEFAULT, path, store)  # a model switch scores it too
+    out = callbacks.select_model(other, DEFAULT, path, None, store)  # a model switch scores it too
     assert sorted(dict(out[6])) == sorted(store.get(other).labels)
 
 

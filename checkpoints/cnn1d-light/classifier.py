@@ -15,7 +15,7 @@ from .configuration import EmotionConfig
 from .cnn1d import CNN1DBackbone
 from .encoders import HFEncoderBackbone, WhisperBackbone
 from .key_segments import KeySegmentCNNBiLSTM
-from .pooling import POOLINGS
+from .pooling import PARAMETER_FREE_POOLINGS, POOLINGS
 from .spectral import LogMelCNN, MelEfficientNet, MFCCLSTM
 
 BACKBONES = {
@@ -100,7 +100,10 @@ class EmotionClassifier(PreTrainedModel):
         if config.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {config.pooling!r}; one of {sorted(POOLINGS)}")
         self.backbone = BACKBONES[config.backbone](config)
-        self.layer_mix = LAYER_MIXES[config.layer_mix](self.backbone.num_layers, self.backbone.output_dim)
+        if not 0 <= config.first_layer < self.backbone.num_layers:
+            raise ValueError(f"first_layer {config.first_layer}: the backbone has layers 0 to {self.backbone.num_layers - 1}")
+        self.layer_mix = LAYER_MIXES[config.layer_mix](self.backbone.num_layers - config.first_layer,
+                                                       self.backbone.output_dim)
         dim = self.layer_mix.output_dim
         if config.projector_dim:
             self.projector, dim = nn.Linear(dim, config.projector_dim), config.projector_dim
@@ -112,7 +115,22 @@ class EmotionClassifier(PreTrainedModel):
         self.classifier = nn.Linear(self.pool.output_dim, config.num_labels) if not hidden else nn.Sequential(
             nn.Linear(self.pool.output_dim, hidden), nn.ReLU(), nn.Dropout(config.classifier_dropout),
             nn.Linear(hidden, config.num_labels))
+        if self.normalizes:
+            if any(p.requires_grad for m in (self.layer_mix, self.projector, self.pool) for p in m.parameters()):
+                raise ValueError("embedding_norm standardises the pooled embedding with statistics of groups of clips: the "
+                                 "path to it must have no learned weights (layer_mix last or concat, projector_dim 0, "
+                                 f"pooling {'/'.join(PARAMETER_FREE_POOLINGS)})")
+            # statistics for a clip heard alone: the training groups' average (set by train.py, saved with the weights)
+            self.register_buffer("embedding_mean", torch.zeros(self.pool.output_dim))
+            self.register_buffer("embedding_std", torch.ones(self.pool.output_dim))
+            # where calm (neutral) speech sits in a standardised group, on average: a user's few seconds of calm speech
+            # then place that user's own mean (normalization.from_calm_speech)
+            self.register_buffer("neutral_offset", torch.zeros(self.pool.output_dim))
         self.post_init()
+
+    @property
+    def normalizes(self) -> bool:
+        return self.config.embedding_norm != "none"
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as `PreTrainedModel` does, with this code and the windowed `pipeline("audio-classification")` beside."""
@@ -133,6 +151,29 @@ class EmotionClassifier(PreTrainedModel):
             layers, mask = pool_frames(layers, mask, self.config.frame_pooling)
         return layers, mask
 
+    def pool_layers(self, encoder_layers: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, T, D) layers and (B, T) mask -> (B, F) pooled embedding, before any normalisation."""
+        layers = encoder_layers[:, self.config.first_layer:].to(self.dtype)  # the layers the head reads
+        hidden = self.projector(self.layer_mix(layers))  # (B, T, D)
+        return self.pool(hidden, frame_mask.bool())
+
+    def embed(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw 16 kHz audio (B, N) -> (B, F) pooled embedding: what the classifier reads, before normalisation."""
+        return self.pool_layers(*self.encode(input_values, attention_mask))
+
+    def classify(self, embeddings: torch.Tensor, embedding_mean: torch.Tensor | None = None,
+                 embedding_std: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, F) embeddings -> (B, C) calibrated logits (divided by config.calibration_temperature).
+
+        With embedding_norm, each embedding is standardised with its group's statistics (F,) or (B, F) when given
+        (a corpus, speaker, folder or user), else with the training groups' average kept in the checkpoint.
+        """
+        if self.normalizes:
+            mean = self.embedding_mean if embedding_mean is None else embedding_mean.to(embeddings)
+            std = self.embedding_std if embedding_std is None else embedding_std.to(embeddings)
+            embeddings = (embeddings - mean) / std
+        return self.classifier(self.dropout(embeddings)) / self.config.calibration_temperature
+
     def forward(
         self,
         input_values: torch.Tensor | None = None,
@@ -140,12 +181,16 @@ class EmotionClassifier(PreTrainedModel):
         labels: torch.Tensor | None = None,
         encoder_layers: torch.Tensor | None = None,  # (B, L, T, D) cached backbone output
         frame_mask: torch.Tensor | None = None,  # (B, T) with encoder_layers
+        embeddings: torch.Tensor | None = None,  # (B, F) pooled embeddings (a parameter-free path, cached)
+        embedding_mean: torch.Tensor | None = None,  # (B, F) or (F,): the group statistics of each embedding
+        embedding_std: torch.Tensor | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
-        if encoder_layers is None:
-            encoder_layers, frame_mask = self.encode(input_values, attention_mask)
-        hidden = self.projector(self.layer_mix(encoder_layers.to(self.dtype)))  # (B, T, D)
-        logits = self.classifier(self.dropout(self.pool(hidden, frame_mask.bool())))  # (B, C)
+        if embeddings is None:
+            if encoder_layers is None:
+                encoder_layers, frame_mask = self.encode(input_values, attention_mask)
+            embeddings = self.pool_layers(encoder_layers, frame_mask)
+        logits = self.classify(embeddings, embedding_mean, embedding_std)  # (B, C)
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 

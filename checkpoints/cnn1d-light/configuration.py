@@ -9,6 +9,16 @@ def read_layer_mix(settings: dict) -> str:
     return settings.get("layer_mix") or ("weighted" if settings.get("layer_weighted") else "last")
 
 
+def layers_text(settings: dict) -> str:
+    """Return which encoder layers the head reads and how, in words, from a config or settings dict."""
+    from .classifier import LAYER_MIXES  # noqa: PLC0415 (classifier imports this module)
+
+    mix = read_layer_mix(settings)
+    text = LAYER_MIXES[mix].text
+    first = settings.get("first_layer") or 0
+    return text if mix == "last" or not first else text.replace("all layers", f"the layers from {first} on")
+
+
 class EmotionConfig(PretrainedConfig):
     """Describes an emotion classifier: backbone, pooling head and labels (`id2label`).
 
@@ -31,6 +41,7 @@ class EmotionConfig(PretrainedConfig):
         trainable_layers: int = 0,           # with finetune: train only the top N layers (0 = all)
         layer_mix: str | None = None,        # how the head reads the layers: last | weighted | concat (models/classifier.py)
         normalize_layers: bool = False,      # layer norm (no parameters) on each layer before the mix
+        first_layer: int = 0,                # the head reads layers from this one (0: the encoder's input embedding)
         frame_pooling: int = 1,              # average every k backbone frames (k=2: Whisper's 50 Hz -> 25 Hz)
         projector_dim: int | None = 256,     # linear projection of frames before pooling (None: none)
         pool_hidden: int = 128,              # hidden size inside attention / channels of conv_max
@@ -45,6 +56,9 @@ class EmotionConfig(PretrainedConfig):
         key_beta: float = 5.0,               # keyseg_cnn_bilstm: K = 1 + adjacent-segment distances above beta x mean
         image_model: str | None = None,      # image CNN architecture (None: efficientnet-b0 / resnet-18), see models/
         image_weights: str | None = None,    # source of the image CNN's first weights (None: random)
+        embedding_norm: str = "none",        # none | corpus | speaker: training standardised the pooled embedding per group
+        calibration_temperature: float = 1.0,  # logits are divided by it (fit on held-out corpora: calibrated probabilities)
+        unsure_below: float | None = None,   # a top probability under this is reported as unsure (from held-out data)
         **kwargs,
     ):
         self.backbone = backbone
@@ -57,6 +71,7 @@ class EmotionConfig(PretrainedConfig):
         self.trainable_layers = trainable_layers
         self.layer_mix = read_layer_mix({"layer_mix": layer_mix, "layer_weighted": kwargs.pop("layer_weighted", False)})
         self.normalize_layers = normalize_layers
+        self.first_layer = first_layer
         self.frame_pooling = frame_pooling
         self.projector_dim = projector_dim
         self.pool_hidden = pool_hidden
@@ -71,6 +86,9 @@ class EmotionConfig(PretrainedConfig):
         self.key_beta = key_beta
         self.image_model = image_model
         self.image_weights = image_weights
+        self.embedding_norm = embedding_norm
+        self.calibration_temperature = calibration_temperature
+        self.unsure_below = unsure_below
         super().__init__(**kwargs)
 
 

@@ -31,6 +31,21 @@ class MeanPool(nn.Module):
         return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+class MeanStdPool(nn.Module):
+    """Average and standard deviation of each feature over the real frames, side by side."""
+
+    def __init__(self, dim: int, hidden: int | None = None):
+        super().__init__()
+        self.output_dim = 2 * dim
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = mask.to(hidden.dtype)[..., None]  # (B, T, 1)
+        count = weights.sum(dim=1).clamp(min=1.0)
+        mean = (hidden * weights).sum(dim=1) / count
+        var = (((hidden - mean[:, None]) ** 2) * weights).sum(dim=1) / count
+        return torch.cat([mean, var.clamp(min=1e-8).sqrt()], dim=-1)  # (B, 2D)
+
+
 class AttentionPool(nn.Module):
     """Attention-weighted mean and standard deviation of the frames (a learned score per frame)."""
 
@@ -62,4 +77,6 @@ class ConvMaxPool(nn.Module):
         return MaxPool(self.output_dim)(frames, mask)
 
 
-POOLINGS = {"max": MaxPool, "mean": MeanPool, "attention": AttentionPool, "conv_max": ConvMaxPool}
+POOLINGS = {"max": MaxPool, "mean": MeanPool, "mean_std": MeanStdPool, "attention": AttentionPool,
+            "conv_max": ConvMaxPool}
+PARAMETER_FREE_POOLINGS = ("max", "mean", "mean_std")  # what embedding_norm can follow

@@ -9,6 +9,16 @@ def read_layer_mix(settings: dict) -> str:
     return settings.get("layer_mix") or ("weighted" if settings.get("layer_weighted") else "last")
 
 
+def layers_text(settings: dict) -> str:
+    """Return which encoder layers the head reads and how, in words, from a config or settings dict."""
+    from .classifier import LAYER_MIXES  # noqa: PLC0415 (classifier imports this module)
+
+    mix = read_layer_mix(settings)
+    text = LAYER_MIXES[mix].text
+    first = settings.get("first_layer") or 0
+    return text if mix == "last" or not first else text.replace("all layers", f"the layers from {first} on")
+
+
 class EmotionConfig(PretrainedConfig):
     """Describes an emotion classifier: backbone, pooling head and labels (`id2label`).
 
