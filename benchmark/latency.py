@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import infer  # noqa: F401  (imported before timing, so the first load time is the checkpoint's own)
     from ui import callbacks
+    from ui.voice import Voice
     from ui.model_store import ModelStore, format_ua
 
     store = ModelStore(args.checkpoints)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{name:32s} {format_ua(info.ua):>6s}  failed to load: {type(err).__name__}: {err}")
                 continue
             load_s = time.perf_counter() - start
-            callbacks.analyse(clip, name, store)  # warm-up: first-call allocations
+            callbacks.analyse(clip, name, store, voice=Voice())  # warm-up: first-call allocations
             total, prep, cpu = [], [], []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                 callbacks.check_speech(audio)
                 prep.append(time.perf_counter() - t0)
                 t0, c0 = time.perf_counter(), time.process_time()
-                callbacks.analyse(clip, name, store)
+                callbacks.analyse(clip, name, store, voice=Voice())  # as the page: with its calibration
                 total.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
             median = statistics.median(total)
@@ -112,6 +113,7 @@ def time_live(store, folder: Path, seconds: int) -> None:
     import soxr
 
     from ui import live
+    from ui.voice import Voice
     from ui.model_store import format_ua
 
     speech = soxr.resample(five_seconds_of_speech(seconds), 16_000, 48_000)
@@ -121,13 +123,13 @@ def time_live(store, folder: Path, seconds: int) -> None:
     for name, info in store.checkpoints.items():
         if not store.is_loaded(name):
             continue
-        state, total, cpu = None, [], []
+        state, total, cpu, voice = None, [], [], Voice()  # a user's page: adapting, nothing learnt yet
         for i in range(seconds):
             (folder / f"chunk{i}").mkdir(exist_ok=True)
             chunk = folder / f"chunk{i}" / "audio.wav"  # written as the page streams it; read, not deleted (not an upload)
             sf.write(chunk, speech[i * 48_000:(i + 1) * 48_000], 48_000, subtype="PCM_16")
             t0, c0 = time.perf_counter(), time.process_time()
-            state, *_ = live.update(str(chunk), name, state, store)
+            state, *_ = live.update(str(chunk), name, state, voice, store)
             total.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
         steady = total[int(live.LIVE_WINDOW_S):] or total  # once the window is full
