@@ -1,7 +1,7 @@
 """Export a checkpoint: as one ONNX graph, or as a self-contained transformers folder (its code beside the weights).
 
     python export.py --checkpoint checkpoints/whisper-base-std-linear --format onnx --output whisper-base-std-linear.onnx
-    python export.py --checkpoint checkpoints/cnn1d-light --format transformers     # rewrite the folder in place
+    python export.py --checkpoint tests/checkpoints/cnn1d-light --format transformers     # rewrite the folder in place
 
 onnx: the whole classifier in one fp32 graph. Input `waveform` (batch, samples): float32 audio at 16 kHz,
     any length, the clips of one batch of equal length; output `probabilities` (batch, labels). Audio longer

@@ -101,7 +101,7 @@ POOLINGS = ("mean", "max", "attention", "conv_max")
 LAYER_MIXES = {"cat": ("concat", "all layers side by side"), "lw": ("weighted", "layer-weighted"),
                "": ("last", "last layer only")}
 CNN = ("--backbone", "cnn1d", "--cnn_first_stride", "4", "--pooling", "max", "--crop_seconds", "1.5",
-       "--num_train_epochs", "6", "--patience", "3")  # as checkpoints/cnn1d-light
+       "--num_train_epochs", "6", "--patience", "3")  # as tests/checkpoints/cnn1d-light
 # Fine-tuning: the best frozen head (all layers side by side, mean pooling, linear) is first fit alone on the cached
 # frozen layers (40 epochs, about 2 minutes), then the encoder's top layers at 5e-5 and the head at 1e-3 train together
 # for 4 epochs, no validation speaker. A head starting from random weights with the encoder (attention pooling,

@@ -28,11 +28,11 @@ step checkpoints/$NAME --protocol all --save_fp16 true \
 python quantize.py --checkpoint checkpoints/$NAME  # int8: measured, used only where it meets the bound
 echo $NAME > checkpoints/default.txt
 
-# The CNN learns from raw audio (no cache): a first-conv stride of 4 and 1.5 s crops make it trainable on a CPU.
-# It stays as the small, fast model of the list (3 MB, a tenth of Whisper's compute), not as a default.
+# The light 1-D CNN is a test fixture, not offered in the app: on 12 speakers it never heard it reached UA 0.167
+# over 9 emotions (chance 0.111), not worth showing to anyone. The tests load it as a small committed model.
 CORPORA="emodb ravdess urdu"
-[ -f checkpoints/cnn1d-light/metrics.json ] || python train.py --corpus $CORPORA --backbone cnn1d --cnn_preset light \
+[ -f tests/checkpoints/cnn1d-light/metrics.json ] || python train.py --corpus $CORPORA --backbone cnn1d --cnn_preset light \
     --cnn_first_stride 4 --pooling max --crop_seconds 1.5 --protocol fixed --test_speakers emodb:03 emodb:08 \
     ravdess:01 ravdess:02 ravdess:11 ravdess:12 urdu:SM1 urdu:SF1 urdu:SM5 urdu:SF5 urdu:SM7 urdu:SF9 \
     --num_train_epochs 6 --patience 3 --val_speakers 1 --embedding_norm none --classifier_hidden 256 \
-    --projector_dim 256 --disable_tqdm true --output_dir checkpoints/cnn1d-light
+    --projector_dim 256 --disable_tqdm true --output_dir tests/checkpoints/cnn1d-light

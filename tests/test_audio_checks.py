@@ -85,7 +85,7 @@ def corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def store() -> ModelStore:
-    store = ModelStore(ROOT / "checkpoints")
+    store = ModelStore(ROOT / "tests" / "checkpoints")
     require(MODEL in store.checkpoints, f"the committed checkpoint {MODEL} is missing")
     return store
 
@@ -105,7 +105,7 @@ def run_infer(*args: str) -> dict[str, dict]:
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        infer.main(["--checkpoint", str(ROOT / "checkpoints" / MODEL), "--format", "jsonl", *args])
+        infer.main(["--checkpoint", str(ROOT / "tests" / "checkpoints" / MODEL), "--format", "jsonl", *args])
     return {Path(item["path"]).name: item for item in map(json.loads, out.getvalue().splitlines())}
 
 

@@ -13,7 +13,7 @@ from ui import callbacks
 from ui.model_store import ModelStore, public_message
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE = ROOT / "checkpoints" / "cnn1d-light"  # committed, small
+SOURCE = ROOT / "tests" / "checkpoints" / "cnn1d-light"  # committed, small
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 from conftest import ROOT, SHARED, require
 
 DEFAULT = (ROOT / "checkpoints" / "default.txt").read_text().strip()
+SOURCES = {DEFAULT: ROOT / "checkpoints" / DEFAULT, "cnn1d-light": ROOT / "tests" / "checkpoints" / "cnn1d-light"}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def exported(tmp_path_factory) -> dict:
     from export import export_onnx
 
     folder = tmp_path_factory.mktemp("onnx")
-    return {name: export_onnx(ROOT / "checkpoints" / name, folder / f"{name}.onnx") for name in (DEFAULT, "cnn1d-light")}
+    return {name: export_onnx(SOURCES[name], folder / f"{name}.onnx") for name in SOURCES}
 
 
 @pytest.mark.parametrize("name", [DEFAULT, "cnn1d-light"])
@@ -36,7 +37,7 @@ def test_onnxruntime_scores_real_speech_as_pytorch(name, exported, speech):
     from infer import Recognizer
     from onnx_recognizer import OnnxRecognizer
 
-    torch_model, onnx_model = Recognizer(ROOT / "checkpoints" / name), OnnxRecognizer(exported[name])
+    torch_model, onnx_model = Recognizer(SOURCES[name]), OnnxRecognizer(exported[name])
     assert onnx_model.labels == torch_model.labels
     expected = np.stack([list(torch_model.predict(clip)[0].values()) for clip in speech["clips"]])
     got = onnx_model.probabilities(speech["clips"])  # the graph windows the long clip itself
@@ -59,7 +60,7 @@ def test_graph_interface_for_quantisation(exported, speech):
     assert [d.dim_param for d in inp.type.tensor_type.shape.dim] == ["batch", "samples"]
     assert inp.type.tensor_type.elem_type == out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     meta = {p.key: p.value for p in graph.metadata_props}
-    id2label = json.loads((ROOT / "checkpoints" / "cnn1d-light" / "config.json").read_text())["id2label"]
+    id2label = json.loads((ROOT / "tests" / "checkpoints" / "cnn1d-light" / "config.json").read_text())["id2label"]
     assert json.loads(meta["labels"]) == [id2label[str(i)] for i in range(len(id2label))]
     assert meta["sampling_rate"] == "16000" and float(meta["max_seconds"]) == 10.0
     session = onnxruntime.InferenceSession(str(exported["cnn1d-light"]))
@@ -77,7 +78,7 @@ def test_infer_runtime_onnx_writes_the_same_labels(exported, speech, tmp_path):
     out = tmp_path / "out.csv"
     infer.main(["--runtime", "onnx", "--checkpoint", str(exported["cnn1d-light"]), "--output", str(out), *speech["paths"]])
     rows = list(csv.DictReader(open(out)))
-    recognizer = Recognizer(ROOT / "checkpoints" / "cnn1d-light")
+    recognizer = Recognizer(ROOT / "tests" / "checkpoints" / "cnn1d-light")
     expected = [max(p := recognizer.predict(c)[0], key=p.get) for c in speech["clips"][:4]]
     assert [r["path"] for r in rows] == speech["paths"] and [r["label"] for r in rows] == expected
 
@@ -90,9 +91,9 @@ def test_a_checkpoint_folder_is_exported_once_and_cached(exported, tmp_path, mon
     monkeypatch.setattr(export, "export_onnx", lambda folder, path: calls.append(folder) or
                         path.parent.mkdir(parents=True) or path.write_bytes(exported["cnn1d-light"].read_bytes()))
     monkeypatch.setenv("SER_CACHE", str(tmp_path))
-    first = OnnxRecognizer(ROOT / "checkpoints" / "cnn1d-light")
+    first = OnnxRecognizer(ROOT / "tests" / "checkpoints" / "cnn1d-light")
     assert list((tmp_path / "onnx").glob("cnn1d-light-*.onnx")) == [first.path] and first.labels[0] == "angry"
-    assert OnnxRecognizer(ROOT / "checkpoints" / "cnn1d-light").path == first.path and len(calls) == 1
+    assert OnnxRecognizer(ROOT / "tests" / "checkpoints" / "cnn1d-light").path == first.path and len(calls) == 1
 
 
 def test_backbones_without_an_onnx_form_are_refused_clearly(tmp_path):
@@ -114,7 +115,7 @@ def test_backbones_without_an_onnx_form_are_refused_clearly(tmp_path):
 def test_transformers_format_keeps_the_weights_and_adds_the_code(tmp_path):
     from export import export_transformers
 
-    source = ROOT / "checkpoints" / "cnn1d-light"
+    source = ROOT / "tests" / "checkpoints" / "cnn1d-light"
     folder = export_transformers(source, tmp_path / "copy")
     assert (folder / "model.safetensors").read_bytes() == (source / "model.safetensors").read_bytes()
     config = json.loads((folder / "config.json").read_text())

@@ -24,7 +24,7 @@ import torch
 from infer import Recognizer
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = ROOT / "checkpoints" / "cnn1d-light"
+CHECKPOINT = ROOT / "tests" / "checkpoints" / "cnn1d-light"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 

@@ -98,7 +98,7 @@ def test_a_section_added_to_the_list_appears_in_the_card(tmp_path, monkeypatch):
 def test_usage_snippet_of_a_committed_card_runs_outside_the_project(tmp_path, emodb_rows):
     """The card's Python block, run as written (a real recording for speech.wav) from the folder that holds the model."""
     folder = tmp_path / "cnn1d-light"
-    shutil.copytree(ROOT / "checkpoints" / "cnn1d-light", folder)
+    shutil.copytree(ROOT / "tests" / "checkpoints" / "cnn1d-light", folder)
     model_card.rewrite(folder)
     snippet = re.search(r"```python\n(.*?)```", (folder / "README.md").read_text(), flags=re.S).group(1)
     assert "speech.wav" in snippet and "trust_remote_code=True" in snippet

@@ -10,7 +10,7 @@ import pytest
 import quantize
 from conftest import ROOT
 
-CNN = ROOT / "checkpoints" / "cnn1d-light"
+CNN = ROOT / "tests" / "checkpoints" / "cnn1d-light"
 
 
 @pytest.fixture
