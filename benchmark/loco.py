@@ -50,6 +50,8 @@ IDEAS = [
      linear("--label_smoothing_factor", "0.1", norm="all")),
     ("whisper_linear_std_aug", "standardised, + one microphone/room variant of every clip",
      linear("--augment_variants", "1", norm="all")),
+    ("whisper_linear_std_l1_aug", "the default recipe (layers 1-6) + one microphone/room variant of every clip",
+     linear("--first_layer", "1", "--augment_variants", "1", norm="all")),
 ]
 
 
