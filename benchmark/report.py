@@ -23,9 +23,18 @@ from benchmark.loco import generalization_section
 # The document
 # ---------------------------------------------------------------------------------------------
 METRICS = (("ua", "UA (unweighted accuracy, mean per-class recall)"), ("wa", "WA (accuracy)"), ("macro_f1", "macro-F1"))
-AIMS = {"emodb_loso": 0.95, "ravdess_5fold": 0.80}  # issue 4, UA
+AIMS = {"emodb_loso": 0.95, "ravdess_5fold": 0.80, "loco": 0.60, "loco_six": 0.60}  # issues 4 and 12, UA
+ECE_AIM = 0.05  # issue 12: expected calibration error after calibration, on every left-out corpus
 # Likely causes quoted under an aim that is not met: hypotheses for the reader to check against the figures.
+LOCO_CAUSE = ("Likely: with a frozen Whisper-base, language and recording setup move the embedding more than emotion "
+              "does (a model trained on the others hears most ASED clips as sad). Statistics of the test speaker's or "
+              "corpus's own clips recover 3-4 points on average (*With the statistics of several clips*); head "
+              "variants, balanced sampling, label smoothing and microphone/room augmentation each moved the mean by "
+              "about a point or less. Past this probably needs the encoder adapted (a GPU; none was lent) and more "
+              "speakers per language.")
 CAUSES = {
+    "loco": LOCO_CAUSE,
+    "loco_six": LOCO_CAUSE,
     "emodb_loso": "Likely: the frozen base-size encoder sets the ceiling. A linear classifier on every layer's mean "
                   "reaches 0.927 (the issue's logistic-regression reference on the same frozen features: 0.934), "
                   "where heads with a hidden ReLU layer stay at 0.890 or below; fine-tuning the top 2 layers on CPU "
@@ -338,7 +347,7 @@ def top_confusions(reports: list[dict], k: int = 3) -> str:
 
 def aims_section(cells, results: Path) -> list[str]:
     """Return the table of issue 4's aims with verdicts, and for each aim not met what the results show."""
-    lines = ["## Aims of issue 4", "", "| aim | measured | verdict |", "|---|---|---|"]
+    lines = ["## Aims of issues 4 and 12", "", "| aim | measured | verdict |", "|---|---|---|"]
     short = []  # (aim, what the results show) of every aim not met
     for p, aim in AIMS.items():
         b = best_of_ours(cells, p)
@@ -354,6 +363,16 @@ def aims_section(cells, results: Path) -> list[str]:
             short.append((what, f"best is `{b[1]}` at {b[0]:.3f}; largest confusions, pooled over folds: "
                                 f"{top_confusions(reports)}; weakest fold: {', '.join(worst.get('test_speakers', []))} "
                                 f"at UA {worst['ua']:.3f}. {CAUSES[p]}"))
+    for p in ("loco", "loco_six"):
+        b = best_of_ours(cells, p)
+        calibration = cells[b[1], p].get("calibration") if b else None
+        what = f"{PROTOCOLS[p].title}: ECE ≤ {ECE_AIM:.2f} on every left-out corpus after calibration"
+        if not calibration:
+            lines.append(f"| {what} | not run | – |")
+            continue
+        worst = max(f["ece_after"] for f in calibration["folds"].values())
+        lines.append(f"| {what} | worst {worst:.3f} (`{b[1]}`; {calibration['ece_after']:.3f} over all) | "
+                     f"{'met' if worst <= ECE_AIM else '**not met**'} |")
     for p in PROTOCOLS:
         b = best_of_ours(cells, p)
         base_ua = cells.get(("egemaps_svm", p), {}).get("ua")

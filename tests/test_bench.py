@@ -41,7 +41,7 @@ def test_quick_bench_writes_the_document(quick):
     out, _, doc = quick
     text = doc.read_text()
     assert (out / "docs" / "benchmarks_ua.png").stat().st_size > 1000
-    for section in ("## How to reproduce", "## Machine", "## Protocols", "## Accuracy", "## Aims of issue 4",
+    for section in ("## How to reproduce", "## Machine", "## Protocols", "## Accuracy", "## Aims of issues 4 and 12",
                     "## Speed and scale", "## GPU"):
         assert section in text, section
     assert "Quick run" in text and "torch" in text and "python -m benchmark.run --quick" in text
