@@ -129,3 +129,63 @@ def reliability_png(fold: dict, path: str | Path, title: str) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def scaled_softmax(logits: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
+    """Return softmax probabilities with one temperature per row (N,)."""
+    return softmax(np.asarray(logits) / np.asarray(temperatures, dtype=np.float64)[:, None])
+
+
+def novelty_temperatures(novelty: np.ndarray, intercept: float, slope: float) -> np.ndarray:
+    """Return each clip's temperature: log T = intercept + slope * log(novelty), bounded to 0.05-50."""
+    log_t = intercept + slope * np.log(np.maximum(np.asarray(novelty, dtype=np.float64), 1e-6))
+    return np.exp(np.clip(log_t, np.log(0.05), np.log(50.0)))
+
+
+def fit_novelty_temperature(logits: np.ndarray, labels: Sequence[int], novelty: np.ndarray) -> tuple[float, float]:
+    """Return (intercept, slope) of the temperature that grows with a clip's distance from its statistics
+    (normalization.novelty), minimising the held-out negative log-likelihood."""
+    from scipy.optimize import minimize
+
+    labels = np.asarray(labels)
+    rows = np.arange(len(labels))
+
+    def loss(params):
+        probs = scaled_softmax(logits, novelty_temperatures(novelty, *params))
+        return float(-np.mean(np.log(np.clip(probs[rows, labels], 1e-12, None))))
+
+    start = np.array([np.log(fit_temperature(logits, labels)), 0.0])
+    result = minimize(loss, start, method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-7, "maxiter": 400})
+    return float(result.x[0]), float(result.x[1])
+
+
+# The two ways a clip is judged -> the name train.py gives the held-out logits of each (test_logits.npz: logits_<name>)
+MODES = {"alone": "none", "adapted": "speaker"}
+CALIBRATIONS = ("temperature", "novelty")  # one temperature per mode, or one that grows with the clip's distance
+
+
+def unsure_below(config: dict, adapted: bool = False) -> float | None:
+    """Return a checkpoint config's threshold under which a top probability is unsure, in the mode asked for."""
+    modes = config.get("calibration") or {}
+    fit = modes.get("adapted" if adapted else "alone") or modes.get("alone")
+    return fit.get("unsure_below") if fit else config.get("unsure_below")
+
+
+def fit_modes(folds: Sequence, how: str = "novelty") -> dict:
+    """Fit each mode's calibration on held-out folds (train.py's test_logits.npz contents: logits, labels and novelty
+    per mode) of unseen corpora and unseen speakers together. Returns, per mode, the config's calibration entry
+    (intercept, slope, unsure_below) with the ECE it leaves on those folds."""
+    if how not in CALIBRATIONS:
+        raise ValueError(f"calibration {how!r} is not one of {CALIBRATIONS}")
+    out = {}
+    for mode, key in MODES.items():
+        logits = np.concatenate([f[f"logits_{key}"] for f in folds])
+        labels = np.concatenate([f["labels"] for f in folds])
+        novelty = np.concatenate([f[f"novelty_{key}"] for f in folds])
+        intercept, slope = (fit_novelty_temperature(logits, labels, novelty) if how == "novelty"
+                            else (float(np.log(fit_temperature(logits, labels))), 0.0))
+        probs = scaled_softmax(logits, novelty_temperatures(novelty, intercept, slope))
+        out[mode] = {"intercept": intercept, "slope": slope, "unsure_below": unsure_threshold(probs, labels),
+                     "ece": expected_calibration_error(probs, labels), "ece_before": expected_calibration_error(
+                         softmax(logits), labels), "n": int(len(labels))}
+    return out

@@ -147,6 +147,11 @@ class ModelArguments:
                 "card; its calibration (temperature, unsure threshold) is stored in the checkpoint."})
     cv_metrics: str | None = field(default=None, metadata={
         "help": "With --protocol all: metrics.json of the same recipe's cross-validation, quoted in the model card."})
+    calibration: str = field(default="novelty", metadata={
+        "help": "With --protocol all and --loco_metrics/--cv_metrics of runs that standardise: how the checkpoint's "
+                "probabilities are calibrated, per mode (a clip alone; adapted to its speaker), on those runs' "
+                "held-out clips together (unseen corpora and unseen speakers): novelty (a temperature that grows "
+                "with the clip's distance from its statistics) or temperature (one per mode)."})
 
 
 # Defaults that differ from TrainingArguments' own; anything on the command line overrides them. Evaluation and

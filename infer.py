@@ -40,6 +40,7 @@ import numpy as np
 
 import audio_checks
 from data_process import AUDIO_EXTENSIONS, SAMPLE_RATE, find_audio_files, load_audio, to_model_rate
+from normalization import Speaker
 from normalization import shrunk_statistics
 
 ROOT = Path(__file__).resolve().parent
@@ -135,11 +136,15 @@ class Scorer:
         return self.score([audio], window_seconds=window_seconds, hop_seconds=hop_seconds)[0].windows
 
     def score(self, audios: Sequence[np.ndarray], embeddings: bool = False, window_seconds: float | None = None,
-              hop_seconds: float | None = None) -> list[Prediction]:
-        """Return one Prediction per 16 kHz clip; the windows of all clips are batched together by length."""
+              hop_seconds: float | None = None, speaker: Speaker | None = None) -> list[Prediction]:
+        """Return one Prediction per 16 kHz clip; the windows of all clips are batched together by length. With a
+        `speaker`, every clip is judged adapted to that speaker (standardised with their statistics)."""
         spans = [self.spans(len(a), window_seconds, hop_seconds) for a in audios]
         clips = [a[s:e] for a, clip_spans in zip(audios, spans) for s, e in clip_spans]
-        if embeddings:
+        if speaker is not None:
+            _, vectors = self.probabilities_and_embeddings(clips)
+            probs = self.classify(vectors, *speaker.statistics(*self.model_statistics()))
+        elif embeddings:
             probs, vectors = self.probabilities_and_embeddings(clips)
         else:
             probs, vectors = self.probabilities(clips), [None] * len(clips)
@@ -152,17 +157,40 @@ class Scorer:
             out.append(Prediction({label: float(p) for label, p in zip(self.labels, mean)}, windows))
         return out
 
-    def predict(self, source) -> Prediction:
+    def predict(self, source, speaker: Speaker | None = None) -> Prediction:
         """Return the Prediction for a file path, a (rate, samples) pair or 16 kHz samples.
 
         Unpacks as `probabilities, windows`; `.label` is the top emotion, `.top(k)` the k likeliest.
-        Long audio is scored in half-overlapping windows whose probabilities are averaged.
+        Long audio is scored in half-overlapping windows whose probabilities are averaged. With a `speaker`
+        (see `adapt`), the clip is judged adapted to that speaker, with that mode's calibration.
         """
-        return self.score([_as_audio(source)])[0]
+        return self.score([_as_audio(source)], speaker=speaker)[0]
 
-    def predict_batch(self, sources: Sequence, embeddings: bool = False) -> list[Prediction]:
+    def predict_batch(self, sources: Sequence, embeddings: bool = False,
+                      speaker: Speaker | None = None) -> list[Prediction]:
         """Return predict() of each source, their windows batched together (`batch_size` at a time)."""
-        return self.score([_as_audio(s) for s in sources], embeddings=embeddings)
+        return self.score([_as_audio(s) for s in sources], embeddings=embeddings, speaker=speaker)
+
+    def adapt(self, sources: Sequence, speaker: Speaker | None = None) -> Speaker:
+        """Return `speaker` (a new one when None) having heard `sources`, one speaker's recordings: the statistics
+        `predict(..., speaker=)` then judges with. Several recordings of varied emotions adapt best; with few, the
+        statistics stay close to the model's (8 pseudo-recordings, as the app). Keep it between calls, or
+        `speaker.to_dict()` / `Speaker.from_dict()` it: for leave-one-corpus-out speakers this gained about
+        6-9 points of UA over judging each clip alone (docs/adaptation.md).
+        Only models that standardise their embeddings adapt (`normalizes`)."""
+        if not getattr(self, "normalizes", False):
+            raise ValueError("this model judges every clip alone: it was trained without --embedding_norm")
+        speaker = speaker or Speaker()
+        for prediction in self.score([_as_audio(s) for s in sources], embeddings=True):
+            speaker.add(prediction.embedding)
+        return speaker
+
+    def unsure_below(self, adapted: bool = False) -> float | None:
+        """Return the top probability under which an answer in that mode is unsure (held-out data), or None."""
+        from calibration import unsure_below
+
+        config = getattr(getattr(self, "model", None), "config", None)
+        return unsure_below(config.to_dict(), adapted) if config is not None else None
 
     def embed(self, source) -> np.ndarray:
         """Return the pooled embedding (D,) the classifier reads for this clip (mean over windows of long audio)."""

@@ -7,21 +7,45 @@ groups for a clip heard alone; given several clips of one speaker or setup, thei
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 EPS = 1e-5
-# How training groups its clips (train.py --embedding_norm): all (one group: the training set's statistics), per
-# corpus or per speaker. Whatever the training groups, a group of clips at inference may use its own statistics.
-TRAIN_GROUPS: dict[str, Callable] = {"all": lambda row: "all", "corpus": lambda row: row.corpus,
-                                     "speaker": lambda row: row.speaker}
+MIN_EMOTIONS = 3  # a speaker's own statistics stand for their voice only over a mix of emotions (URDU speakers mostly
+                  # recorded one: standardising them with their own mean would remove the emotion itself)
+
+
+def speaker_or_corpus(rows) -> list[str]:
+    """Return each row's group for per-speaker statistics: its speaker where that speaker's clips carry at least
+    MIN_EMOTIONS emotions, else its corpus (the closest group whose statistics hold a mix)."""
+    emotions: dict = {}
+    for row in rows:
+        emotions.setdefault((row.corpus, row.speaker), set()).add(row.label)
+    return [f"{row.corpus}:{row.speaker}" if len(emotions[row.corpus, row.speaker]) >= MIN_EMOTIONS
+            else f"{row.corpus}:*" for row in rows]
+
+
+# How clips are grouped for their statistics, in training (train.py --embedding_norm) and in the benchmark's test
+# modes: all (one group: the training set), per corpus, or per speaker (speaker_or_corpus). Whatever the training
+# groups, a group of clips at inference may use its own statistics.
+GROUPINGS: dict[str, Callable] = {"all": lambda rows: ["all"] * len(rows),
+                                  "corpus": lambda rows: [row.corpus for row in rows],
+                                  "speaker": speaker_or_corpus}
 
 
 def statistics(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return the mean and standard deviation (F,) of a group's embeddings (N, F)."""
     embeddings = np.asarray(embeddings, dtype=np.float64)
     return embeddings.mean(0).astype(np.float32), (embeddings.std(0) + EPS).astype(np.float32)
+
+
+def novelty(embeddings: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Return each embedding's mean squared standardised value (N,): about 1 for a clip like those the statistics
+    came from, larger the further it sits from them (a new voice, language or microphone)."""
+    z = (np.asarray(embeddings, np.float64) - mean) / std
+    return (z ** 2).mean(-1)
 
 
 def group_statistics(embeddings: np.ndarray, groups: Sequence) -> tuple[np.ndarray, np.ndarray]:
@@ -68,10 +92,50 @@ def shrunk_statistics(seen: np.ndarray, mean: np.ndarray, std: np.ndarray,
     variance, drawn towards the model's (`mean`, `std`: its training groups' average) as if `prior` more clips
     had the model's. One user's recordings in the app, or a small folder, are such groups."""
     seen = np.asarray(seen, dtype=np.float64).reshape(-1, len(mean))
-    weight = len(seen) / (len(seen) + prior)
     if not len(seen):
         return np.asarray(mean, np.float32), np.asarray(std, np.float32)
-    own_mean, own_var = seen.mean(0), seen.var(0)
+    return _shrunk(len(seen), seen.mean(0), seen.var(0), mean, std, prior)
+
+
+def _shrunk(count: int, own_mean: np.ndarray, own_var: np.ndarray, mean: np.ndarray, std: np.ndarray,
+            prior: float) -> tuple[np.ndarray, np.ndarray]:
+    weight = count / (count + prior)
     blended = weight * own_mean + (1 - weight) * np.asarray(mean, np.float64)
     variance = weight * own_var + (1 - weight) * np.asarray(std, np.float64) ** 2
     return blended.astype(np.float32), (np.sqrt(variance) + EPS).astype(np.float32)
+
+
+@dataclass
+class Speaker:
+    """What a recognizer has heard of one speaker: the count, sum and sum of squares of their recordings' pooled
+    embeddings (one per recording), so statistics can be carried between calls (`to_dict` is plain JSON)."""
+
+    count: int = 0
+    total: np.ndarray | None = None
+    squares: np.ndarray | None = None
+
+    def add(self, embedding: np.ndarray) -> "Speaker":
+        """Count one recording, given its pooled embedding (F,) (the mean over its windows for a long one)."""
+        x = np.asarray(embedding, np.float64).reshape(-1)
+        self.total = x if self.total is None else self.total + x
+        self.squares = x ** 2 if self.squares is None else self.squares + x ** 2
+        self.count += 1
+        return self
+
+    def statistics(self, mean: np.ndarray, std: np.ndarray, prior: float = 8.0) -> tuple[np.ndarray, np.ndarray]:
+        """Return the (mean, std) that standardise this speaker's embeddings: their own, drawn towards the model's
+        (`mean`, `std`) as if `prior` more recordings had the model's (the app's shrinkage)."""
+        if not self.count:
+            return np.asarray(mean, np.float32), np.asarray(std, np.float32)
+        own_mean = self.total / self.count
+        return _shrunk(self.count, own_mean, np.maximum(self.squares / self.count - own_mean ** 2, 0.0), mean, std,
+                       prior)
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "total": None if self.total is None else self.total.tolist(),
+                "squares": None if self.squares is None else self.squares.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Speaker":
+        as_array = lambda v: None if v is None else np.asarray(v, np.float64)  # noqa: E731
+        return cls(int(data["count"]), as_array(data["total"]), as_array(data["squares"]))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import shutil
 import sys
@@ -35,11 +36,11 @@ from corpora import label_corpora, label_map, parse_merge, read_corpora, read_hf
 from data_process import (EmbeddingsDataset, LayersDataset, WaveCollator, WaveDataset, collate_embeddings, collate_layers,
                           load_audio, make_folds)
 from feature_cache import cached_layers
-from calibration import calibrate_folds, reliability_png
+from calibration import calibrate_folds, fit_modes, reliability_png
 from microphones import variant_maker
 from metrics import classification_report, compute_metrics, format_summary, summarize_folds
 from model_card import write_model_card
-from normalization import TRAIN_GROUPS, average_statistics, group_statistics, neutral_offset
+from normalization import GROUPINGS, average_statistics, group_statistics, neutral_offset, novelty
 from plots import confusion_png, curves_png
 
 NORM_MODES = ("none", "speaker", "corpus")  # how test clips are standardised (see --normalize_test)
@@ -148,8 +149,9 @@ def embedding_datasets(model, embedded: np.ndarray, variants: list[np.ndarray], 
     standardised that way, so that one model serves single clips and groups). Evaluation clips are standardised with the statistics
     of their group in the evaluated set (mode corpus or speaker), or alone (mode none: the model's statistics).
     """
+    grouped = {mode: GROUPINGS[mode](data) for mode in GROUPINGS}  # speakers never cross folds: computed once
     if model.normalizes:
-        groups = np.array([TRAIN_GROUPS[norm](r) for r in data])
+        groups = np.array(grouped[norm])
         mean, std = average_statistics(embedded[train_idx], groups[train_idx])
         model.embedding_mean.copy_(torch.from_numpy(mean))
         model.embedding_std.copy_(torch.from_numpy(std))
@@ -162,7 +164,7 @@ def embedding_datasets(model, embedded: np.ndarray, variants: list[np.ndarray], 
         ids = np.tile(label_ids[idx], len(sets))
         if not model.normalizes or mode == "none":
             return EmbeddingsDataset(vectors, ids)
-        groups = [TRAIN_GROUPS[mode](data[i]) + tag for tag, _ in sets for i in idx]
+        groups = [grouped[mode][i] + tag for tag, _ in sets for i in idx]
         return EmbeddingsDataset(vectors, ids, *group_statistics(vectors, groups))
 
     def make_train(idx):
@@ -238,6 +240,7 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     modes = NORM_MODES if embedded is not None and model.normalizes else ()
     test = fold["test"]
     by_mode = {mode: trainer.predict(make(test, mode)).predictions for mode in modes if len(test)}
+    novelties = {mode: novelty_of(make(test, mode), model) for mode in modes if len(test)}
     logits = by_mode.get(dargs.normalize_test) if modes else trainer.predict(make(test)).predictions if len(test) else None
     if not trainer.is_world_process_zero():
         return {}
@@ -252,7 +255,8 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         report["test_speakers"] = sorted({data[i].speaker for i in fold["test"]})
         report["test_corpora"] = sorted({data[i].corpus for i in fold["test"]})
         write_predictions(fold_dir / "predictions.csv", [data[i] for i in fold["test"]], logits, labels)
-        np.savez(fold_dir / "test_logits.npz", logits=logits, labels=label_ids[test])  # for the calibration over folds
+        np.savez(fold_dir / "test_logits.npz", logits=logits, labels=label_ids[test],  # for the calibration over folds
+                 **{f"logits_{m}": v for m, v in by_mode.items()}, **{f"novelty_{m}": v for m, v in novelties.items()})
         confusion_png(report["confusion"], labels, fold_dir / "confusion.png",
                       f"{fold_dir.name}: UA {report['ua']:.3f} WA {report['wa']:.3f}")
     save_checkpoint(trainer, fold_dir, margs.save_fp16)
@@ -268,6 +272,13 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     for stale in fold_dir.glob("checkpoint-*"):  # the best weights are saved above; resume state is no longer needed
         shutil.rmtree(stale, ignore_errors=True)
     return report
+
+
+def novelty_of(dataset: EmbeddingsDataset, model) -> np.ndarray:
+    """Return how far each clip of a dataset sits from its statistics: its mean squared standardised embedding."""
+    mean = dataset.mean if dataset.mean is not None else model.embedding_mean.numpy()
+    std = dataset.std if dataset.std is not None else model.embedding_std.numpy()
+    return novelty(dataset.embeddings, mean, std)
 
 
 def fit_head(model, train_ds, margs, targs, fold_dir: Path, loss=None) -> None:
@@ -314,11 +325,25 @@ def calibrate_run(out: Path, fold_dirs: list[Path], names: list[str]) -> dict:
     return result
 
 
+def held_out_folds(metrics_files: list[str]) -> list:
+    """Return the held-out logits of every fold of the runs whose metrics.json are given, where they hold every
+    test mode (runs of models that standardise); an empty list if any does not."""
+    files = [f for m in metrics_files for f in sorted(Path(m).parent.glob("fold_*/test_logits.npz"))]
+    folds = [dict(np.load(f)) for f in files]
+    return folds if folds and all("logits_speaker" in f for f in folds) else []
+
+
 def apply_calibration(folder: Path, calibration: dict) -> None:
-    """Store the cross-validated temperature and unsure threshold in a saved checkpoint's config."""
+    """Store the held-out calibration (per mode, or one temperature) and unsure threshold in a checkpoint's config."""
     config = models.EmotionConfig.from_pretrained(folder)
-    config.calibration_temperature = calibration["temperature"]
-    config.unsure_below = calibration["unsure_below"]
+    if "by_mode" in calibration:
+        config.calibration = {mode: {k: fit[k] for k in ("intercept", "slope", "unsure_below")}
+                              for mode, fit in calibration["by_mode"].items()}
+        config.calibration_temperature = math.exp(config.calibration["alone"]["intercept"])
+        config.unsure_below = config.calibration["alone"]["unsure_below"]
+    else:
+        config.calibration_temperature = calibration["temperature"]
+        config.unsure_below = calibration["unsure_below"]
     config.save_pretrained(folder)
 
 
@@ -472,7 +497,11 @@ def main(argv: list[str] | None = None) -> dict:
     if margs.loco_metrics:
         result["leave_one_corpus_out"] = json.loads(Path(margs.loco_metrics).read_text())
     quoted = result.get("leave_one_corpus_out") or result.get("cross_validation") or {}
-    if single and "calibration" in quoted:  # the held-out temperature: unseen corpora's if given, else the CV's
+    held_out = held_out_folds([m for m in (margs.loco_metrics, margs.cv_metrics) if m])
+    if single and held_out and margs.embedding_norm != "none":  # per mode, on unseen corpora and speakers together
+        result["calibration_by_mode"] = fit_modes(held_out, margs.calibration)
+        apply_calibration(out, {"by_mode": result["calibration_by_mode"]})
+    elif single and "calibration" in quoted:  # the held-out temperature: unseen corpora's if given, else the CV's
         apply_calibration(out, quoted["calibration"])
     if single:  # the run folder is the checkpoint: one metrics.json with the fold's details and the run's
         result = {**json.loads((out / "metrics.json").read_text()), **result}

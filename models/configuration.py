@@ -59,6 +59,8 @@ class EmotionConfig(PretrainedConfig):
         embedding_norm: str = "none",        # none | corpus | speaker: training standardised the pooled embedding per group
         calibration_temperature: float = 1.0,  # logits are divided by it (fit on held-out corpora: calibrated probabilities)
         unsure_below: float | None = None,   # a top probability under this is reported as unsure (from held-out data)
+        calibration: dict | None = None,     # per mode ("alone", "adapted"): {"intercept", "slope", "unsure_below"}: log T =
+                                             # intercept + slope * log(novelty); replaces the two settings above
         **kwargs,
     ):
         self.backbone = backbone
@@ -89,6 +91,7 @@ class EmotionConfig(PretrainedConfig):
         self.embedding_norm = embedding_norm
         self.calibration_temperature = calibration_temperature
         self.unsure_below = unsure_below
+        self.calibration = calibration
         super().__init__(**kwargs)
 
 

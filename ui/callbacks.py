@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 import audio_checks
+from calibration import unsure_below
 from data_process import SAMPLE_RATE
 from infer import Window
 from ui import uploads, voice as my_voice
@@ -48,6 +49,7 @@ class Analysis:
     elapsed: float                   # server time from the file to the probabilities
     precision: str = "fp32"          # what ran the model: fp32, or its int8 graph (quantize.py)
     unsure_below: float | None = None  # a top probability under this was wrong more often than right (held out)
+    adapted: bool = False            # judged with the statistics of the user's earlier recordings (else alone)
 
     @property
     def top(self) -> str:
@@ -138,6 +140,7 @@ def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float
     audio = read_audio(value, max_seconds)
     check_speech(audio)
     seconds = len(audio) / SAMPLE_RATE
+    adapted = voice is not None and my_voice.adapts(recognizer) and voice.knows(model_name, my_voice.digest(audio))
     windows = scored_windows(recognizer, audio, *((TIMELINE_WINDOW_S, TIMELINE_HOP_S) if seconds > LONG_AUDIO_S else ()),
                              progress=progress, voice=voice, model=model_name, remember=True)
     mean = np.mean([w.probs for w in windows], axis=0)
@@ -146,7 +149,7 @@ def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float
         raise UserError(f"The model '{model_name}' computed invalid numbers (NaN) for this audio; try another model.")
     ranked = dict(sorted(probs.items(), key=lambda item: item[1], reverse=True))
     return Analysis(model_name, ranked, windows, seconds, time.perf_counter() - start,
-                    getattr(recognizer, "precision", "fp32"), store.info(model_name).config.get("unsure_below"))
+                    getattr(recognizer, "precision", "fp32"), unsure_below(store.info(model_name).config, adapted), adapted)
 
 
 def scored_windows(recognizer, audio: np.ndarray, window_seconds: float | None = None, hop_seconds: float | None = None,
@@ -194,9 +197,10 @@ def summary(analysis: Analysis) -> str:
     top = analysis.top
     model = f"`{analysis.model}`" + (" (int8)" if analysis.precision == "int8" else "")
     unsure = analysis.unsure_below is not None and analysis.probabilities[top] < analysis.unsure_below
-    doubt = (f" · **unsure**: on corpora it never heard, answers under {analysis.unsure_below:.0%} were wrong more "
-             "often than right") if unsure else ""
-    return (f"**{top}** ({analysis.probabilities[top]:.0%}){doubt} · model {model} · "
+    mode = "adapted to your voice" if analysis.adapted else "judged alone"
+    doubt = (f" · **unsure**: on voices it never heard, answers {mode} under {analysis.unsure_below:.0%} were wrong "
+             "more often than right") if unsure else ""
+    return (f"**{top}** ({analysis.probabilities[top]:.0%}, {mode}){doubt} · model {model} · "
             f"{analysis.seconds:.1f} s of audio · {analysis.elapsed:.2f} s to analyse")
 
 

@@ -67,6 +67,10 @@ class Voice:
         mean, std = recognizer.model_statistics()
         return shrunk_statistics(np.stack(earlier), mean, std, SESSION_PRIOR)
 
+    def knows(self, model: str, exclude: str | None = None) -> bool:
+        """Whether a recording (key `exclude`) would be judged adapted: on, with other recordings of this session."""
+        return self.adapt and any(key != exclude for key in self.seen.get(model, {}))
+
     def judge(self, recognizer, model: str, embeddings: np.ndarray, key: str | None = None) -> np.ndarray:
         """Return probabilities (N, C) of `embeddings` standardised for this user; with a `key`, the recording is
         remembered (session mode) after it was judged with the statistics of the recordings before it."""
