@@ -58,12 +58,13 @@ def test_reset_and_off_judge_alone(store):
     for clip in CLIPS[:2]:
         callbacks.analyse(str(recording(clip)), name, store, voice=voice)
     alone = callbacks.analyse(str(recording(CLIPS[2])), name, store)
-    voice, note = callbacks.set_adapting(False, name, voice, store)
+    voice, note, _ = callbacks.set_adapting(False, name, voice, store)
     off = callbacks.analyse(str(recording(CLIPS[2])), name, store, voice=voice)
     assert np.allclose(probs(off), probs(alone), atol=1e-5) and "judged alone" in note
     assert len(voice.seen[name]) == 2  # not learnt from while off
-    voice, _ = callbacks.set_adapting(True, name, voice, store)
-    voice, note = callbacks.reset_voice(name, voice, store)
+    voice, *_ = callbacks.set_adapting(True, name, voice, store)
+    voice, note, history = callbacks.reset_voice(name, voice, store)
+    assert history["visible"] is False
     assert voice.adapt and not voice.seen and "next recording" in note
     after_reset = callbacks.analyse(str(recording(CLIPS[2])), name, store, voice=voice)
     assert np.allclose(probs(after_reset), probs(alone), atol=1e-5)
@@ -72,8 +73,41 @@ def test_reset_and_off_judge_alone(store):
 def test_the_page_endpoint_returns_the_voice(store):
     predict = callbacks.predict_endpoint(store)
     out = predict(str(recording(CLIPS[0])), store.default, None, progress=lambda *a, **k: None)
-    note, label, bars, timeline, table, voice, voice_note = out
+    note, label, bars, timeline, table, voice, voice_note, history = out
     assert isinstance(voice, Voice) and len(voice.seen[store.default]) == 1 and "1 recording" in voice_note
+    assert history["visible"] and list(history["value"]["recording"]) == [CLIPS[0]]
+
+
+def test_the_history_rejudges_earlier_recordings_with_the_others(store):
+    from normalization import shrunk_statistics
+
+    name, voice = store.default, Voice()
+    recognizer = store.get(name)
+    analyses = [callbacks.analyse(str(recording(c)), name, store, voice=voice) for c in CLIPS]
+    assert [a.adapted for a in analyses] == [False, True, True]  # the first alone, the next with the ones before
+    assert "judged alone" in callbacks.summary(analyses[0]) and "adapted to your voice" in callbacks.summary(analyses[1])
+    rows = voice.history(recognizer, name)
+    assert [r["recording"] for r in rows] == CLIPS and [r["judged then"] for r in rows] == ["alone", "adapted", "adapted"]
+    assert all(r["judged now"] == "adapted (2 others)" for r in rows)
+    first = analyses[0]
+    assert rows[0]["first answer"] == f"{first.top} {first.probabilities[first.top]:.0%}"
+    # the first recording now: its embedding with the statistics of the other two, never its own
+    embeddings = [recognizer.embed(str(recording(c))) for c in CLIPS]
+    now = recognizer.classify(embeddings[0][None], *shrunk_statistics(np.stack(embeddings[1:]),
+                                                                      *recognizer.model_statistics(),
+                                                                      my_voice.SESSION_PRIOR))[0]
+    top = int(np.argmax(now))
+    assert rows[0]["answer now"] == f"{recognizer.labels[top]} {now[top]:.0%}"
+
+
+def test_unsure_follows_the_mode(store):
+    from calibration import unsure_below
+
+    config = store.info(store.default).config
+    name, voice = store.default, Voice()
+    first, second = (callbacks.analyse(str(recording(c)), name, store, voice=voice) for c in CLIPS[:2])
+    assert first.unsure_below == unsure_below(config, adapted=False)
+    assert second.unsure_below == unsure_below(config, adapted=True)
 
 
 def test_unsure_note():

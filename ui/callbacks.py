@@ -142,7 +142,8 @@ def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float
     seconds = len(audio) / SAMPLE_RATE
     adapted = voice is not None and my_voice.adapts(recognizer) and voice.knows(model_name, my_voice.digest(audio))
     windows = scored_windows(recognizer, audio, *((TIMELINE_WINDOW_S, TIMELINE_HOP_S) if seconds > LONG_AUDIO_S else ()),
-                             progress=progress, voice=voice, model=model_name, remember=True)
+                             progress=progress, voice=voice, model=model_name, remember=True,
+                             name=Path(value).name if isinstance(value, (str, Path)) else None)
     mean = np.mean([w.probs for w in windows], axis=0)
     probs = dict(zip(recognizer.labels, map(float, mean)))
     if not all(np.isfinite(p) for p in probs.values()):
@@ -154,11 +155,12 @@ def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float
 
 def scored_windows(recognizer, audio: np.ndarray, window_seconds: float | None = None, hop_seconds: float | None = None,
                    progress: Callable[[int, int], None] | None = None, voice: Voice | None = None,
-                   model: str | None = None, remember: bool = False) -> list[Window]:
+                   model: str | None = None, remember: bool = False, name: str | None = None) -> list[Window]:
     """Return recognizer.windows(audio, ...), its model calls made on the shared SCHEDULER.
 
     With a `voice` and a model that adapts, the windows' embeddings are standardised with the user's statistics
-    (ui/voice.py); with `remember`, the recording then joins the session's statistics.
+    (ui/voice.py); with `remember`, the recording (called `name` in the session's history) then joins the session's
+    statistics.
     """
     spans = recognizer.spans(len(audio), window_seconds, hop_seconds)
     clips = [audio[s:e] for s, e in spans]
@@ -166,7 +168,7 @@ def scored_windows(recognizer, audio: np.ndarray, window_seconds: float | None =
         probs = SCHEDULER.probabilities(recognizer, clips, progress=progress)
     else:
         embeddings = SCHEDULER.probabilities(my_voice.embedder(recognizer), clips, progress=progress)
-        probs = voice.judge(recognizer, model, embeddings, key=my_voice.digest(audio) if remember else None)
+        probs = voice.judge(recognizer, model, embeddings, key=my_voice.digest(audio) if remember else None, name=name)
     return [Window(s / SAMPLE_RATE, e / SAMPLE_RATE, p) for (s, e), p in zip(spans, probs)]
 
 
@@ -252,10 +254,12 @@ def predict_endpoint(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS
             timeline: for audio longer than 8 s, each 4 s window's probabilities over time
             table: for audio longer than 8 s, one row per window
             calibration: one line on the calibration to the user's voice
+            history: this session's recordings, each with its first answer and its answer now (re-judged
+                with the statistics of the others as the page learns the voice)
         """
         voice = voice if voice is not None else Voice()
         results = predict(audio, model, store, max_seconds, progress, voice)
-        return (*results, voice, voice_note(store, model, voice))
+        return (*results, voice, voice_note(store, model, voice), history_frame(store, model, voice))
 
     return predict_emotions
 
@@ -287,13 +291,13 @@ def model_panel(store: ModelStore, name: str | None) -> tuple:
 def select_model(name: str | None, active: str | None, audio, voice: Voice | None, store: ModelStore,
                  max_seconds: float = DEFAULT_MAX_SECONDS) -> tuple:
     """Switch to checkpoint `name`: return (dropdown, active model, description, confusion, card, *results,
-    calibration note).
+    calibration note, history).
 
     The results are `audio` scored by the new model (empty when there is no audio). If the model
     fails to load, a warning says why and the previous model stays active: the dropdown goes back
     to it and the panel and results are left as they are.
     """
-    unchanged = (gr.skip(),) * (4 + len(RESULT_OUTPUTS))
+    unchanged = (gr.skip(),) * (5 + len(RESULT_OUTPUTS))
     if name == active:  # also the echo of a dropdown set back after a failed load
         return (gr.skip(), gr.skip(), *unchanged)
     try:
@@ -306,7 +310,8 @@ def select_model(name: str | None, active: str | None, audio, voice: Voice | Non
     except gr.Error as err:  # e.g. the audio is silent: say so, but the switch itself succeeded
         gr.Warning(err.message)
         results = cleared()
-    return (name, name, *model_panel(store, name), *results, voice_note(store, name, voice))
+    return (name, name, *model_panel(store, name), *results, voice_note(store, name, voice),
+            history_frame(store, name, voice))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,14 +325,22 @@ def voice_note(store: ModelStore, model_name: str | None, voice: Voice | None) -
     return (voice or Voice()).describe(model_name, adapting)
 
 
+def history_frame(store: ModelStore, model_name: str | None, voice: Voice | None):
+    """Return the session history table's update: shown once the session has recordings for `model_name`."""
+    rows = []
+    if voice is not None and model_name in store.checkpoints and voice.seen.get(model_name):
+        rows = voice.history(store.get(model_name), model_name)
+    return gr.update(value=pd.DataFrame(rows) if rows else None, visible=bool(rows))
+
+
 def set_adapting(adapt: bool, model_name: str | None, voice: Voice | None, store: ModelStore) -> tuple:
-    """Turn the session's adaptation on or off: return (voice, calibration note)."""
+    """Turn the session's adaptation on or off: return (voice, calibration note, history)."""
     voice = voice if voice is not None else Voice()
     voice.adapt = bool(adapt)
-    return voice, voice_note(store, model_name, voice)
+    return voice, voice_note(store, model_name, voice), history_frame(store, model_name, voice)
 
 
 def reset_voice(model_name: str | None, voice: Voice | None, store: ModelStore) -> tuple:
-    """Forget the session's recordings: return (voice, calibration note)."""
+    """Forget the session's recordings: return (voice, calibration note, history)."""
     voice = Voice(adapt=voice.adapt if voice is not None else True)
-    return voice, voice_note(store, model_name, voice)
+    return voice, voice_note(store, model_name, voice), history_frame(store, model_name, voice)

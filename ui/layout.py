@@ -74,6 +74,8 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
                                label="Emotions over time (4 s windows)", visible=False, elem_id="timeline")
         table = gr.Dataframe(label="Per-window probabilities", visible=False, interactive=False,
                              elem_id="windows")
+        history = gr.Dataframe(label="Your recordings in this page: each re-judged with the others as the page "
+                                     "learns your voice", visible=False, interactive=False, elem_id="history")
         with gr.Accordion("About this model", open=True):
             with gr.Row():
                 info = gr.Markdown(description, elem_id="model-info")
@@ -84,9 +86,10 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
 
         results = [note, label, bars, timeline, table]
         scored = [audio, model, voice]
-        analyse.click(predict, scored, [*results, voice, voice_note], api_name="predict")
-        audio.upload(predict, scored, [*results, voice, voice_note], api_visibility="private")
-        audio.stop_recording(predict, scored, [*results, voice, voice_note], api_visibility="private")
+        judged = [*results, voice, voice_note, history]
+        analyse.click(predict, scored, judged, api_name="predict")
+        audio.upload(predict, scored, judged, api_visibility="private")
+        audio.stop_recording(predict, scored, judged, api_visibility="private")
         audio.clear(callbacks.cleared, None, results, api_visibility="private")
         # a live microphone holds a slot of its own group for as long as it streams (time_limit)
         microphone.start_recording(live.started, None, [live_state, *results], show_progress="hidden",
@@ -96,9 +99,9 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
                           concurrency_limit=live.LIVE_SESSIONS, show_progress="hidden", api_visibility="private")
         # .change, not .input: .input fires twice per choice; the echo of a reverted choice is a no-op
         model.change(select, [model, active, audio, voice], [model, active, info, matrix, model_card, *results,
-                                                             voice_note], api_visibility="private")
-        adapt.change(partial(callbacks.set_adapting, store=store), [adapt, model, voice], [voice, voice_note],
+                                                             voice_note, history], api_visibility="private")
+        adapt.change(partial(callbacks.set_adapting, store=store), [adapt, model, voice], [voice, voice_note, history],
                      api_visibility="private")
-        reset.click(partial(callbacks.reset_voice, store=store), [model, voice], [voice, voice_note],
+        reset.click(partial(callbacks.reset_voice, store=store), [model, voice], [voice, voice_note, history],
                     api_visibility="private")
     return demo

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from normalization import shrunk_statistics
+from normalization import Speaker, shrunk_statistics
 
 SESSION_PRIOR = 8.0   # pseudo-recordings of the model's statistics (2, 4 and 8 did alike for simulated users: 8 trusts few)
 MAX_SEEN = 256        # recordings kept per model (the latest)
@@ -58,6 +58,8 @@ class Voice:
 
     adapt: bool = True                          # gather statistics over the session's recordings
     seen: dict = field(default_factory=dict)    # model name -> {recording key: its mean embedding (D,)}
+    first: dict = field(default_factory=dict)   # model name -> {recording key: (name, top emotion, its probability,
+                                                #                               judged adapted)} when first analysed
 
     def statistics(self, recognizer, model: str, exclude: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """Return the (mean, std) that standardise this user's embeddings for `model`, or None (the model's own)."""
@@ -71,17 +73,48 @@ class Voice:
         """Whether a recording (key `exclude`) would be judged adapted: on, with other recordings of this session."""
         return self.adapt and any(key != exclude for key in self.seen.get(model, {}))
 
-    def judge(self, recognizer, model: str, embeddings: np.ndarray, key: str | None = None) -> np.ndarray:
+    def judge(self, recognizer, model: str, embeddings: np.ndarray, key: str | None = None,
+              name: str | None = None) -> np.ndarray:
         """Return probabilities (N, C) of `embeddings` standardised for this user; with a `key`, the recording is
-        remembered (session mode) after it was judged with the statistics of the recordings before it."""
-        probs = recognizer.classify(embeddings, *(self.statistics(recognizer, model, exclude=key) or ()))
+        remembered (session mode, as `name` in the history) after it was judged with the statistics of the
+        recordings before it."""
+        statistics = self.statistics(recognizer, model, exclude=key)
+        probs = recognizer.classify(embeddings, *(statistics or ()))
         if key is not None and self.adapt:
-            seen = self.seen.setdefault(model, {})
+            seen, first = self.seen.setdefault(model, {}), self.first.setdefault(model, {})
             seen.pop(key, None)
             seen[key] = np.asarray(embeddings, np.float32).mean(0)  # a long recording counts once, like a clip
+            if key not in first:
+                mean = probs.mean(0)
+                first[key] = (name or f"recording {len(first) + 1}", recognizer.labels[int(np.argmax(mean))],
+                              float(mean.max()), statistics is not None)
             while len(seen) > MAX_SEEN:
-                seen.pop(next(iter(seen)))
+                oldest = next(iter(seen))
+                seen.pop(oldest)
+                first.pop(oldest, None)
         return probs
+
+    def history(self, recognizer, model: str) -> list[dict]:
+        """Return this session's recordings for `model`, oldest first: the answer each got when analysed and the
+        answer now, each re-judged with the statistics of all the others (never its own)."""
+        seen = self.seen.get(model, {})
+        if not seen:
+            return []
+        vectors = np.stack(list(seen.values())).astype(np.float64)
+        total, squares, mean, std = vectors.sum(0), (vectors ** 2).sum(0), *recognizer.model_statistics()
+        rows = []
+        for i, (key, vector) in enumerate(zip(seen, vectors)):
+            others = Speaker(len(seen) - 1, total - vector, squares - vector ** 2) if self.adapt else Speaker()
+            now = recognizer.classify(vector[None].astype(np.float32),
+                                      *(others.statistics(mean, std, SESSION_PRIOR) if others.count else ()))[0]
+            name, label, probability, adapted = self.first[model][key]
+            top = int(np.argmax(now))
+            rows.append({"#": i + 1, "recording": name, "first answer": f"{label} {probability:.0%}",
+                         "judged then": "adapted" if adapted else "alone",
+                         "answer now": f"{recognizer.labels[top]} {now[top]:.0%}",
+                         "judged now": f"adapted ({others.count} other{'s' * (others.count != 1)})" if others.count
+                         else "alone"})
+        return rows
 
     def describe(self, model: str, adapting_model: bool = True) -> str:
         """Return the calibration's state as one line of Markdown."""
