@@ -41,22 +41,38 @@ RECIPES = {
     "std_speaker_alone": ("per training speaker, and every clip also as if alone (one head for both modes)",
                           ("--embedding_norm", "speaker", "--train_alone", "true")),
 }
+# Lexical leakage: the default recipe on leave-one-corpus-out with the text cues of two corpora taken away (ASED's
+# emotion-specific sentences 03-07; the Korean corpus, whose `ne?` speakers read emotional scripts). LOCO only.
+LEAKAGE = {
+    "ased_common_texts": ("ASED sentences 01-02 only (every text in every emotion)",
+                          ("--corpus", "emodb", "ravdess", "urdu", "ased:common_texts", "emotiontts_ko")),
+    "without_korean": ("without the Korean corpus", ("--corpus", "emodb", "ravdess", "urdu", "ased")),
+}
 FIRST_RECORDINGS = (1, 2, 4, 8, 16)  # simulated users: statistics of only their first K recordings
 SESSION_PRIOR = 8.0  # as the app (ui/voice.py)
 
 
-def train(recipes: list[str]) -> None:
-    """Run train.py for every recipe and protocol that has no metrics.json yet."""
-    for name in recipes:
-        for protocol, flags in PROTOCOLS.items():
-            out = RUNS / name / protocol
-            if (out / "metrics.json").exists():
-                print(f"{out}: done, kept")
-                continue
-            command = [sys.executable, "train.py", *DATA, *flags, *RECIPES[name][1], "--encoder", str(WHISPER_BASE),
-                       "--disable_tqdm", "true", "--output_dir", str(out)]
-            print(" ".join(command), flush=True)
-            subprocess.run(command, check=True, cwd=ROOT)
+def train(recipes: list[str], leakage: list[str]) -> None:
+    """Run train.py for every recipe and protocol (and leakage variant, LOCO only) that has no metrics.json yet."""
+    runs = [(RUNS / name / protocol, (*flags, *RECIPES[name][1])) for name in recipes
+            for protocol, flags in PROTOCOLS.items()]
+    runs += [(RUNS / name / "loco", (*PROTOCOLS["loco"], *LEAKAGE[name][1])) for name in leakage]
+    for out, flags in runs:
+        if (out / "metrics.json").exists():
+            print(f"{out}: done, kept")
+            continue
+        command = [sys.executable, "train.py", *DATA, *flags, "--encoder", str(WHISPER_BASE), "--disable_tqdm", "true",
+                   "--output_dir", str(out)]  # later flags win: a variant's --corpus replaces DATA's
+        print(" ".join(command), flush=True)
+        subprocess.run(command, check=True, cwd=ROOT)
+
+
+def leakage_figures(name: str) -> dict:
+    """Return UA per left-out corpus in both modes of a leakage variant (LOCO only)."""
+    folds = held_out(RUNS / name / "loco")
+    classes = int(max(f["alone"]["logits"].shape[1] for f in folds))
+    return {"title": LEAKAGE[name][0], "flags": list(LEAKAGE[name][1]),
+            "modes": {mode: {f["name"]: ua(f[mode]["logits"], f["labels"], classes) for f in folds} for mode in MODES}}
 
 
 def held_out(run: Path) -> list[dict]:
@@ -182,9 +198,11 @@ def simulate_users(name: str, seed: int = 0) -> dict:
             "seed": seed, "prior": SESSION_PRIOR}
 
 
-def analyse(recipes: list[str], users: bool) -> dict:
+def analyse(recipes: list[str], users: bool, leakage: list[str]) -> dict:
     """Write RESULTS: every recipe's figures (and simulated users), with the command and machine."""
     results = read_json(RESULTS) or {"recipes": {}}
+    results.setdefault("leakage", {}).update({name: leakage_figures(name) for name in leakage
+                                              if (RUNS / name / "loco" / "metrics.json").exists()})
     for name in recipes:
         previous = results["recipes"].get(name, {})
         results["recipes"][name] = analyse_recipe(name)
@@ -206,12 +224,14 @@ def main(argv: list[str] | None = None) -> None:
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=("train", "analyse", "report"))
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--leakage", nargs="*", default=list(LEAKAGE), choices=list(LEAKAGE),
+                        help="the leakage variants to train or analyse (LOCO only; none: --leakage with no name)")
     parser.add_argument("--no_users", action="store_true", help="analyse: keep the simulated users already stored")
     args = parser.parse_args(argv)
     if args.step == "train":
-        train(args.recipes)
+        train(args.recipes, args.leakage)
     elif args.step == "analyse":
-        analyse(args.recipes, not args.no_users)
+        analyse(args.recipes, not args.no_users, args.leakage)
     else:
         from benchmark.adaptation_report import write_report
 
