@@ -147,6 +147,9 @@ class ModelArguments:
                 "card; its calibration (temperature, unsure threshold) is stored in the checkpoint."})
     cv_metrics: str | None = field(default=None, metadata={
         "help": "With --protocol all: metrics.json of the same recipe's cross-validation, quoted in the model card."})
+    users_metrics: str | None = field(default=None, metadata={
+        "help": "With --protocol all: users.json of the same recipe's simulated users (python -m benchmark.adaptation "
+                "users --cell LOCO_RUN), quoted in the model card."})
     calibration: str = field(default="novelty", metadata={
         "help": "With --protocol all and --loco_metrics/--cv_metrics of runs that standardise: how the checkpoint's "
                 "probabilities are calibrated, per mode (a clip alone; adapted to its speaker), on those runs' "

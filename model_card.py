@@ -282,7 +282,8 @@ def generalization(folder: Path, settings: dict, metrics: dict) -> str:
     names = [_left_out(r) for r in folds]
     modes = [("none", "each clip alone (the app, `infer.py`)")]
     if all("normalization" in r for r in folds):
-        modes += [("speaker", "with its speaker's other clips (`infer.py --normalize speaker`)"),
+        modes += [("speaker", "with its speaker's other clips (`infer.py --normalize speaker`; a speaker with fewer "
+                              "than three emotions: their corpus's)"),
                   ("corpus", "with the other clips of its corpus (`infer.py --normalize folder`)")]
     rows = []
     for mode, text in modes:
@@ -304,7 +305,33 @@ def generalization(folder: Path, settings: dict, metrics: dict) -> str:
             f"{calibration}")
 
 
-SECTIONS: list[Callable[[Path, dict, dict], str]] = [overview, held_out, generalization, training_data, usage]
+def adaptation(folder: Path, settings: dict, metrics: dict) -> str:
+    """Calibration and "unsure" per mode (a clip alone; adapted to its speaker), and the simulated users' curve."""
+    modes, users = metrics.get("calibration_by_mode"), metrics.get("simulated_users")
+    if not modes and not users:
+        return ""
+    text = ["## Alone and adapted to the speaker",
+            "A clip is judged **alone** (with the model's statistics: the app's first recording) or **adapted** to its "
+            "speaker (with the statistics of the speaker's recordings: the app from the second recording on, "
+            "`infer.py --normalize`, `Recognizer.adapt`)."]
+    if modes:
+        text += ["", "Each mode has its own calibration, fit on the held-out clips of leave-one-corpus-out and of the "
+                 "speaker folds together (unseen languages and unseen speakers of known ones): log T = intercept + "
+                 "slope × log(the clip's mean squared distance from the training data, in the model's units).", "",
+                 "| mode | intercept | slope | ECE before → after (held-out clips) | unsure below |", "|---|---|---|---|---|"]
+        text += [f"| {mode} | {fit['intercept']:.2f} | {fit['slope']:.2f} | {fit['ece_before']:.3f} → {fit['ece']:.3f} "
+                 f"({fit['n']} clips) | {fit['unsure_below']:.2f} |" for mode, fit in modes.items()]
+    if users:
+        ways = list(users["mean"])
+        text += ["", "Simulated users (every speaker of a left-out corpus records their clips in a random order; UA "
+                 "over the five left-out corpora, judged with the statistics of their first K recordings):", "",
+                 "| " + " | ".join(ways) + " |", "|---" * len(ways) + "|",
+                 "| " + " | ".join(f"{users['mean'][w]:.3f}" for w in ways) + " |"]
+    return "\n".join(text)
+
+
+SECTIONS: list[Callable[[Path, dict, dict], str]] = [overview, held_out, generalization, adaptation, training_data,
+                                                      usage]
 
 
 def write_model_card(folder: str | Path, settings: dict, metrics: dict) -> Path:

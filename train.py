@@ -275,10 +275,8 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
 
 
 def novelty_of(dataset: EmbeddingsDataset, model) -> np.ndarray:
-    """Return how far each clip of a dataset sits from its statistics: its mean squared standardised embedding."""
-    mean = dataset.mean if dataset.mean is not None else model.embedding_mean.numpy()
-    std = dataset.std if dataset.std is not None else model.embedding_std.numpy()
-    return novelty(dataset.embeddings, mean, std)
+    """Return how far each clip of a dataset sits from the training data (the model's statistics), in any mode."""
+    return novelty(dataset.embeddings, model.embedding_mean.numpy(), model.embedding_std.numpy())
 
 
 def fit_head(model, train_ds, margs, targs, fold_dir: Path, loss=None) -> None:
@@ -496,6 +494,8 @@ def main(argv: list[str] | None = None) -> dict:
         result["cross_validation"] = json.loads(Path(margs.cv_metrics).read_text())
     if margs.loco_metrics:
         result["leave_one_corpus_out"] = json.loads(Path(margs.loco_metrics).read_text())
+    if margs.users_metrics:
+        result["simulated_users"] = json.loads(Path(margs.users_metrics).read_text())
     quoted = result.get("leave_one_corpus_out") or result.get("cross_validation") or {}
     held_out = held_out_folds([m for m in (margs.loco_metrics, margs.cv_metrics) if m])
     if single and held_out and margs.embedding_norm != "none":  # per mode, on unseen corpora and speakers together

@@ -15,6 +15,7 @@ the "unsure" rule; and simulated app users judged with the shrunk statistics of 
     python -m benchmark.adaptation train             # resumable: runs/adaptation/<recipe>/<loco|cv>
     python -m benchmark.adaptation analyse           # benchmark/results/adaptation.json (+ users, slow part)
     python -m benchmark.adaptation report            # docs/adaptation.md and its figures, from the JSON alone
+    python -m benchmark.adaptation users --cell runs/default_loco   # one LOCO run's simulated users (users.json)
 """
 from __future__ import annotations
 
@@ -142,14 +143,17 @@ def analyse_recipe(name: str) -> dict:
             "folds": checks,
             "loco_mean_ua": float(np.mean([checks[n]["ua"] for n in loco_names])),
             "cv_mean_ua": float(np.mean([checks[n]["ua"] for n in cv_names])),
-            "worst_ece": {way: max(c["ece"][way] for c in checks.values()) for way in next(iter(checks.values()))["ece"]}}
+            "worst_ece": {way: max(c["ece"][way] for c in checks.values()) for way in next(iter(checks.values()))["ece"]},
+            "mean_ece": {kind: {way: float(np.mean([checks[n]["ece"][way] for n in names]))
+                                for way in next(iter(checks.values()))["ece"]}
+                         for kind, names in (("corpora", loco_names), ("speakers", cv_names))}}
         print(f"{name} {mode}: LOCO UA {out['modes'][mode]['loco_mean_ua']:.3f}, CV UA "
               f"{out['modes'][mode]['cv_mean_ua']:.3f}, worst ECE " +
               ", ".join(f"{k} {v:.3f}" for k, v in out["modes"][mode]["worst_ece"].items()), flush=True)
     return out
 
 
-def simulate_users(name: str, seed: int = 0) -> dict:
+def simulate_users(cell: Path, seed: int = 0) -> dict:
     """Every speaker of a left-out corpus plays a new user who records their clips in a random order: UA of the clips
     from the (K+1)-th on, judged alone, with the shrunk statistics of the first K recordings (K in FIRST_RECORDINGS),
     and with every earlier recording (the app's way). Per left-out corpus, and the mean over corpora."""
@@ -161,7 +165,7 @@ def simulate_users(name: str, seed: int = 0) -> dict:
     from models import EmotionClassifier
     from normalization import shrunk_statistics
 
-    cell = RUNS / name / "loco"
+    name = cell.parent.name
     rows, folds, _ = prepare(PROTOCOLS["loco_six"], seed)
     vectors = embeddings_of(cell, rows)
     rng = np.random.default_rng(seed)
@@ -207,7 +211,7 @@ def analyse(recipes: list[str], users: bool, leakage: list[str]) -> dict:
         previous = results["recipes"].get(name, {})
         results["recipes"][name] = analyse_recipe(name)
         if users:
-            results["recipes"][name]["users"] = simulate_users(name)
+            results["recipes"][name]["users"] = simulate_users(RUNS / name / "loco")
         elif "users" in previous:
             results["recipes"][name]["users"] = previous["users"]
     results.update(command="python -m benchmark.adaptation analyse", date=now(), machine=machine(),
@@ -222,7 +226,8 @@ def analyse(recipes: list[str], users: bool, leakage: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmark.adaptation", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=("train", "analyse", "report"))
+    parser.add_argument("step", choices=("train", "analyse", "report", "users"))
+    parser.add_argument("--cell", help="users: a LOCO run of the default label set; writes CELL/users.json")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--leakage", nargs="*", default=list(LEAKAGE), choices=list(LEAKAGE),
                         help="the leakage variants to train or analyse (LOCO only; none: --leakage with no name)")
@@ -232,6 +237,10 @@ def main(argv: list[str] | None = None) -> None:
         train(args.recipes, args.leakage)
     elif args.step == "analyse":
         analyse(args.recipes, not args.no_users, args.leakage)
+    elif args.step == "users":
+        if not args.cell:
+            parser.error("users needs --cell, a leave-one-corpus-out run folder")
+        write_json(Path(args.cell) / "users.json", simulate_users(Path(args.cell)))
     else:
         from benchmark.adaptation_report import write_report
 

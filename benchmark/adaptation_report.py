@@ -10,7 +10,7 @@ import numpy as np
 
 WAYS = {"raw": "none (T = 1)", "shipped": "one temperature, clip-alone logits of the left-out corpora (before)",
         "per_mode": "one temperature per mode, fit on unseen corpora and unseen speakers",
-        "novelty": "a temperature that grows with the clip's distance from its statistics, per mode"}
+        "novelty": "a temperature that grows with the clip's distance from the training data, per mode"}
 AIMS = {"loco_alone": 0.53, "loco_adapted": 0.60, "users_4": 0.58, "ece": 0.05, "flagged": 0.40, "unflagged": 0.80}
 
 
@@ -148,6 +148,8 @@ def _calibration(recipe: dict, name: str, doc: Path) -> list[str]:
         for fold, check in block["folds"].items():
             lines.append(f"| {fold} | {mode} | {check['ua']:.3f} | " +
                          " | ".join(f"{check['ece'][w]:.3f}" for w in WAYS) + " |")
+        for kind, means in block["mean_ece"].items():
+            lines.append(f"| mean, unseen {kind} | {mode} | | " + " | ".join(f"{means[w]:.3f}" for w in WAYS) + " |")
         lines.append(f"| **worst** | {mode} | | " + " | ".join(f"**{block['worst_ece'][w]:.3f}**" for w in WAYS) + " |")
     return lines + ["", f"![reliability diagrams]({picture.name})", ""]
 
@@ -156,14 +158,23 @@ def _unsure(recipe: dict, name: str) -> list[str]:
     lines = [f"## \"unsure\" for `{name}`, per mode", "",
              "The threshold is the top probability under which the other folds' calibrated answers were wrong more "
              "often than right; the share it flags and the accuracy of the answers it does not flag, pooled over "
-             "folds (weighted by clips):", "", "| mode | calibration | threshold (mean) | flagged | unflagged right |",
-             "|---|---|---|---|---|"]
+             "folds (weighted by clips):", "",
+             "| mode | calibration | held-out clips | threshold (mean) | flagged | unflagged right |",
+             "|---|---|---|---|---|---|"]
     for mode, block in recipe["modes"].items():
         for way in ("per_mode", "novelty"):
-            flagged, right = _unsure_pooled(block["folds"].values(), way)
-            below = np.mean([f[f"unsure_{way}"]["below"] for f in block["folds"].values()])
-            lines.append(f"| {mode} | {way} | {below:.2f} | {flagged:.0%} | {right:.0%} |")
+            for kind, folds in _kinds(block["folds"]).items():
+                flagged, right = _unsure_pooled(folds, way)
+                below = np.mean([f[f"unsure_{way}"]["below"] for f in folds])
+                lines.append(f"| {mode} | {way} | {kind} | {below:.2f} | {flagged:.0%} | {right:.0%} |")
     return lines + [""]
+
+
+def _kinds(folds: dict) -> dict:
+    """Split a mode's folds into unseen corpora, unseen speakers, and both."""
+    return {"unseen corpora": [f for n, f in folds.items() if not n.startswith("speaker fold")],
+            "unseen speakers": [f for n, f in folds.items() if n.startswith("speaker fold")],
+            "both": list(folds.values())}
 
 
 def _unsure_pooled(folds, way: str) -> tuple[float, float]:
