@@ -41,6 +41,10 @@ RECIPES = {
     "std_speaker": ("standardised per training speaker", ("--embedding_norm", "speaker")),
     "std_speaker_alone": ("per training speaker, and every clip also as if alone (one head for both modes)",
                           ("--embedding_norm", "speaker", "--train_alone", "true")),
+    "std_all_weighted": ("the shipped default with the loss weighted by inverse class frequency",
+                         ("--class_weighted", "true")),
+    "std_speaker_alone_weighted": ("one head for both modes, loss weighted by inverse class frequency",
+                                   ("--embedding_norm", "speaker", "--train_alone", "true", "--class_weighted", "true")),
 }
 # Lexical leakage: the default recipe on leave-one-corpus-out with the text cues of two corpora taken away (ASED's
 # emotion-specific sentences 03-07; the Korean corpus, whose `ne?` speakers read emotional scripts). LOCO only.

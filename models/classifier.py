@@ -171,24 +171,26 @@ class EmotionClassifier(PreTrainedModel):
         (a corpus, speaker, folder or user: the adapted mode), else with the training groups' average kept in the
         checkpoint (a clip judged alone).
         """
+        raw = embeddings
         if self.normalizes:
             mean = self.embedding_mean if embedding_mean is None else embedding_mean.to(embeddings)
             std = self.embedding_std if embedding_std is None else embedding_std.to(embeddings)
             embeddings = (embeddings - mean) / std
         logits = self.classifier(self.dropout(embeddings))
-        return logits / self.temperature(embeddings, "adapted" if embedding_mean is not None else "alone")
+        return logits / self.temperature(raw, "adapted" if embedding_mean is not None else "alone")
 
-    def temperature(self, standardised: torch.Tensor, mode: str) -> torch.Tensor | float:
+    def temperature(self, embeddings: torch.Tensor, mode: str) -> torch.Tensor | float:
         """Return the calibration temperature of `mode` ("alone" or "adapted"): one number, or one per clip (B, 1)
-        growing with the clip's distance from its statistics (its mean squared standardised embedding)."""
+        growing with the clip's distance from the training data (its mean squared embedding standardised with the
+        model's statistics, whatever statistics judge it)."""
         modes = self.config.calibration
         if not modes:
             return self.config.calibration_temperature
         fit = modes.get(mode) or modes["alone"]
         if not fit.get("slope") or not self.normalizes:
             return float(math.exp(fit["intercept"]))
-        novelty = standardised.pow(2).mean(-1, keepdim=True).clamp_min(1e-6)
-        log_t = fit["intercept"] + fit["slope"] * novelty.log()
+        novelty = ((embeddings - self.embedding_mean) / self.embedding_std).pow(2).mean(-1, keepdim=True)
+        log_t = fit["intercept"] + fit["slope"] * novelty.clamp_min(1e-6).log()
         return log_t.clamp(math.log(0.05), math.log(50.0)).exp()
 
     def forward(

@@ -55,7 +55,7 @@ def test_each_mode_has_its_own_calibration(tmp_path):
     apply_calibration(tmp_path, {"by_mode": CALIBRATION})
     loaded = AutoModelForAudioClassification.from_pretrained(tmp_path).eval()
     assert torch.allclose(loaded.classify(embeddings), raw_alone / 2.0, atol=1e-5)  # one temperature alone
-    z = (embeddings - group_mean) / group_std
+    z = (embeddings - loaded.embedding_mean) / loaded.embedding_std  # the distance from the training data
     temperature = 3.0 * z.pow(2).mean(-1, keepdim=True) ** 0.5  # log T = log 3 + 0.5 log(novelty)
     assert torch.allclose(loaded.classify(embeddings, group_mean, group_std), raw_adapted / temperature, atol=1e-4)
     config = json.loads((tmp_path / "config.json").read_text())
