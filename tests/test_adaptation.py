@@ -109,3 +109,26 @@ def test_the_pipeline_applies_the_calibration_alone(default_copy):
     ours = Recognizer(default_copy, device="cpu").predict(clip).probabilities
     theirs = pipeline("audio-classification", model=str(default_copy), trust_remote_code=True, device="cpu")(clip, top_k=None)
     assert {r["label"]: pytest.approx(r["score"], abs=1e-4) for r in theirs} == ours
+
+
+def test_a_head_trained_per_speaker_is_served_with_the_right_statistics(tmp_path, whisper_path, emodb_rows):
+    """--embedding_norm speaker: each training speaker standardised with their own statistics; a clip alone then gets
+    the speakers' average, and a speaker's clips adapted get that speaker's, in the app's Recognizer as in training."""
+    import train
+    from corpora import read_corpora
+    from infer import Recognizer
+    from normalization import average_statistics
+
+    out = tmp_path / "model"
+    train.main(["--encoder", whisper_path, "--corpus", "emodb", "--labels", "angry", "happy", "neutral", "sad",
+                "--max_files", "32", "--embedding_norm", "speaker", "--num_train_epochs", "2", "--protocol", "all",
+                "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true", "--report_to", "none",
+                "--output_dir", str(out)])
+    rows = train.subsample(read_corpora(["emodb"], keep=["angry", "happy", "neutral", "sad"]), 32, 0)  # train.py's
+    recognizer = Recognizer(out, device="cpu")
+    vectors = np.stack([recognizer.embed(r.path) for r in rows])
+    mean, std = average_statistics(vectors, speaker_or_corpus(rows))
+    assert np.allclose(recognizer.model_statistics()[0], mean, atol=2e-3)
+    assert np.allclose(recognizer.model_statistics()[1], std, rtol=2e-3, atol=2e-3)
+    alone = recognizer.predict(rows[0].path).probabilities
+    assert np.allclose(list(alone.values()), recognizer.classify(vectors[:1])[0], atol=1e-5)

@@ -149,8 +149,13 @@ def test_loco_run_on_two_real_corpora(tmp_path, whisper_path, emodb_rows):
     final = train.main(common + ["--protocol", "all", "--loco_metrics", str(tmp_path / "loco" / "metrics.json"),
                                  "--output_dir", str(tmp_path / "final")])
     config = json.loads((tmp_path / "final" / "config.json").read_text())
-    assert config["calibration_temperature"] == pytest.approx(cal["temperature"])
-    assert config["unsure_below"] == pytest.approx(cal["unsure_below"]) and config["embedding_norm"] == "corpus"
+    # each mode calibrated on the LOCO folds' held-out clips (a temperature growing with the distance from training)
+    by_mode = final["calibration_by_mode"]
+    assert set(config["calibration"]) == {"alone", "adapted"} and config["embedding_norm"] == "corpus"
+    assert by_mode["alone"]["n"] == by_mode["adapted"]["n"] == sum(f["n"] for f in cal["folds"].values())
+    for mode, fit in config["calibration"].items():
+        assert fit["intercept"] == pytest.approx(by_mode[mode]["intercept"]) and 0 < fit["unsure_below"] <= 1
+    assert config["unsure_below"] == config["calibration"]["alone"]["unsure_below"]
     assert final["leave_one_corpus_out"]["calibration"]["temperature"] == cal["temperature"]
     card = (tmp_path / "final" / "README.md").read_text()
     assert "never heard" in card and f"temperature of {cal['temperature']:.2f}" in card
