@@ -33,8 +33,7 @@ MESSAGES = {
     "empty": "{name} is empty (0 bytes): the upload or copy did not complete. Upload it again.",
     "no_samples": "{name} holds no audio samples. Record or upload some speech.",
     "unreadable": "{name} could not be read as audio: it is not an audio file or it is corrupt.",
-    "truncated": "{name} is cut short: only {found:.1f} s could be decoded{expected_text}. "
-                 "Upload the complete file.",
+    "truncated": "{name} is cut short: no audio could be decoded{expected_text}. Upload the complete file.",
     "too_long": "The audio is {length_text}. Upload a shorter excerpt.",
     "not_finite": "{name} contains NaN or infinite sample values: the file is corrupt. Export it again.",
     # the signal
