@@ -206,8 +206,8 @@ def _read_ffmpeg(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int
                "-f", "f32le"]  # the channels interleaved, mixed here (`downmix`) as libsndfile's are
     if max_seconds is not None:  # stop decoding just past the limit whatever the header said
         command += ["-t", f"{max_seconds + 0.5:.3f}"]
-    audio, returncode, errors = _run_decoder([*command, "pipe:1"], path,
-                                             int((max_seconds + 1) * sr) * channels if max_seconds is not None else None)
+    most = int((max_seconds + 1) * sr) * channels if max_seconds is not None else None
+    audio, returncode, errors = _run_decoder([*command, "pipe:1"], path, most)
     audio = downmix(audio[: len(audio) // channels * channels].reshape(-1, channels)) if channels > 1 else audio
     if max_seconds is not None and len(audio) > max_seconds * sr:
         raise _too_long(path, len(audio) / sr, max_seconds, exact=False)

@@ -130,9 +130,10 @@ def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float
     """Return every emotion's probability for the audio `value` scored with checkpoint `model_name`.
 
     Audio up to LONG_AUDIO_S is scored whole (as infer.Recognizer.predict does); longer audio is
-    scored in TIMELINE_WINDOW_S windows and the whole clip gets the mean of those with speech, so that
-    the timeline and the overall answer come from one pass (windows without speech are marked, not scored). The model runs on the shared SCHEDULER, which
-    calls `progress(windows done, windows)` while a long recording is scored. With the page session's
+    scored in TIMELINE_WINDOW_S windows and the whole clip gets the mean of those with speech (the others
+    are marked, not scored), so that the timeline and the overall answer come from one pass. The model
+    runs on the shared SCHEDULER, which calls `progress(windows done, windows)` while a long recording
+    is scored. With the page session's
     `voice`, a model that standardises its embeddings uses the user's statistics and learns from the recording.
     """
     start = time.perf_counter()

@@ -10,7 +10,7 @@ MIN_TRIMMED = SAMPLE_RATE // 10  # a trim that leaves less than 0.1 s is not tru
 VAD_MODE = 2             # webrtcvad aggressiveness 0-3; 3 misses some quiet acted speech
 VAD_FRAME_S = 0.03
 MIN_SPEECH_S = 0.2       # voiced time needed to call audio (or a window of it) speech
-SPEECH_PAD_S = 0.3       # a window with speech is scored from this long before its first voiced frame to as long after its last
+SPEECH_PAD_S = 0.3       # a window with speech is scored from this before its first voiced frame to this after its last
 
 
 def trim_silence(audio: np.ndarray, top_db: float = 30.0) -> np.ndarray:
@@ -56,8 +56,8 @@ def speech_parts(audio: np.ndarray, spans: list[tuple[int, int]]) -> list[tuple[
 
     A window with under MIN_SPEECH_S of voiced frames holds no speech; one with speech is scored from SPEECH_PAD_S
     before its first voiced frame to SPEECH_PAD_S after its last, without exact zeros at either end (a minute of
-    silence before a sentence must neither outvote it nor dilute its window). A single window, audio where no window holds speech (scored anyway on
-    request), or a missing webrtcvad: the windows are returned as they are.
+    silence before a sentence must neither outvote it nor dilute its window). A single window, audio where no
+    window holds speech (scored anyway on request), or a missing webrtcvad: the windows are returned as they are.
     """
     if len(spans) < 2:
         return list(spans)
