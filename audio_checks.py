@@ -19,9 +19,9 @@ MIN_SECONDS = 1.0        # shorter audio is refused: accuracy falls towards chan
 PEAK_LIMIT = 2.0         # samples beyond +-2 (6 dB over full scale) mean a mis-scaled or corrupt file
 DC_LIMIT = 0.2           # a mean this far off zero is a fault (real corpus clips stay within 0.06)
 SILENCE_DBFS = -65.0     # loudest 30 ms frame below this: silent (the quietest corpus clip peaks near -55)
-VAD_MODE = 2             # webrtcvad aggressiveness 0-3; 3 misses some quiet acted speech
-VAD_FRAME_S = 0.03
-MIN_SPEECH_S = 0.2       # voiced time needed to call it speech
+VAD_FRAME_S = 0.03       # frames of the loudness and voice-activity checks
+MIN_SPEECH_S = 0.2       # voiced time needed to call it speech (webrtcvad mode 2: models/waveform.py, which the
+                         # scoring windows share, so that a window of long audio is speech by the same measure)
 WAIVABLE = ("too_short", "silent", "no_speech")  # what `allow_nonspeech` lets through: judgement, not faults
 MIN_SCORABLE_SECONDS = 0.1  # even with `allow_nonspeech`: some models cannot compute on less (the 1-D CNN)
 
@@ -33,8 +33,7 @@ MESSAGES = {
     "empty": "{name} is empty (0 bytes): the upload or copy did not complete. Upload it again.",
     "no_samples": "{name} holds no audio samples. Record or upload some speech.",
     "unreadable": "{name} could not be read as audio: it is not an audio file or it is corrupt.",
-    "truncated": "{name} is cut short: only {found:.1f} s could be decoded{expected_text}. "
-                 "Upload the complete file.",
+    "truncated": "{name} is cut short: no audio could be decoded{expected_text}. Upload the complete file.",
     "too_long": "The audio is {length_text}. Upload a shorter excerpt.",
     "not_finite": "{name} contains NaN or infinite sample values: the file is corrupt. Export it again.",
     # the signal
@@ -106,12 +105,9 @@ def decode(source, max_seconds: float | None = None) -> np.ndarray:
 
 def voiced_seconds(audio: np.ndarray) -> float:
     """Return how many seconds of 16 kHz `audio` webrtcvad calls speech."""
-    import webrtcvad
+    from models.waveform import voiced_frames  # here, not above: importing models/ loads transformers
 
-    vad = webrtcvad.Vad(VAD_MODE)
-    size = int(VAD_FRAME_S * SAMPLE_RATE)
-    pcm = (np.clip(audio[: len(audio) // size * size], -1, 1) * 32767).astype(np.int16).reshape(-1, size)
-    return sum(vad.is_speech(frame.tobytes(), SAMPLE_RATE) for frame in pcm) * VAD_FRAME_S
+    return float(voiced_frames(audio).sum()) * VAD_FRAME_S
 
 
 def loudest_dbfs(audio: np.ndarray) -> float:

@@ -38,10 +38,13 @@ def load_audio(path: str | Path, sampling_rate: int = SAMPLE_RATE, max_seconds: 
     """Return the file's samples as mono float32 at `sampling_rate` (16 kHz by default).
 
     With `max_seconds`, a longer file raises AudioError (reason "too_long") with memory and work
-    bounded whatever the file holds: the length in the header refuses it before decoding, and the
-    decode itself stops just past the limit (a header may lie or say nothing). libsndfile reads
-    WAV, FLAC, Ogg/Opus and MP3; anything else (webm, m4a, aac) is decoded by ffmpeg as a stream.
-    A file that ends before its header says it should raises reason "truncated".
+    bounded whatever the file holds: the length in the header refuses it before decoding (a WAV's
+    from the bytes it holds, not from what its header claims), and the decode itself stops just
+    past the limit (a header may lie or say nothing). libsndfile reads WAV, FLAC, Ogg/Opus and MP3;
+    anything else (webm, m4a, aac) is decoded by ffmpeg as a stream. A file that ends before its
+    header says it should is judged on the audio it holds; one of which nothing decodes raises
+    reason "truncated" (its header announced audio) or "unreadable". Channels are mixed to mono
+    (`downmix`).
     """
     path = Path(path)
     if path.is_dir():
@@ -63,9 +66,33 @@ def _too_long(path: Path, seconds: float, max_seconds: float, exact: bool = True
 
 
 def _truncated(path: Path, found: float, expected: float | None) -> AudioError:
+    """The error for a file of which nothing decodes though its header announces `expected` seconds."""
     said = f"its header announces {expected:.1f} s" if expected else "decoding stopped on an error"
     return AudioError(f"{path}: the file is cut short ({found:.1f} s decoded; {said})", "truncated",
                       found=found, expected=expected)
+
+
+CANCELLED_DB = 30.0  # a mix this far under its channels' mean energy cancelled out (channels in opposite phase)
+
+
+def downmix(frames: np.ndarray) -> np.ndarray:
+    """Return (samples, channels) audio as mono: the channels' mean, or the louder channel where the mean cancels.
+
+    A stereo file whose channels are in opposite phase (right = -left, a wiring or export fault) mixes to
+    silence; where the mix's energy is CANCELLED_DB under the channels' mean energy, the loudest channel is the
+    recording.
+    """
+    frames = np.asarray(frames, dtype=np.float32)
+    mix = frames.mean(axis=1)
+    energies = (frames.astype(np.float64) ** 2).sum(axis=0)
+    if frames.shape[1] > 1 and mixed_out(energies, float((mix.astype(np.float64) ** 2).sum())):
+        return frames[:, int(np.argmax(energies))].copy()
+    return mix
+
+
+def mixed_out(energies: np.ndarray, mixed: float) -> bool:
+    """Whether a mix of energy `mixed` cancelled out channels of these `energies` (sums of squares)."""
+    return float(np.max(energies)) > 0 and mixed < float(np.mean(energies)) * 10 ** (-CANCELLED_DB / 10)
 
 
 def _wav_data_frames(path: Path, block_align: int) -> int | None:
@@ -95,32 +122,53 @@ def _read_soundfile(path: Path, max_seconds: float | None) -> tuple[np.ndarray, 
     except Exception:  # not a libsndfile format (webm, m4a), or malformed for it: ffmpeg may still read it
         return None
     with handle:
-        sr, declared, kind = handle.samplerate, handle.frames, handle.format
-        if kind in ("WAV", "WAVEX"):  # libsndfile trims the length to the bytes present
-            announced = _wav_data_frames(path, handle.channels * _sample_bytes(handle.subtype))
-            declared = max(declared, announced or 0)
-        if max_seconds is not None and declared > max_seconds * sr:
-            raise _too_long(path, declared / sr, max_seconds)
+        sr, held, kind, channels = handle.samplerate, handle.frames, handle.format, handle.channels
+        announced = held  # for a WAV, libsndfile's length is that of the bytes present; its header may claim more
+        if kind in ("WAV", "WAVEX"):
+            announced = max(held, _wav_data_frames(path, channels * _sample_bytes(handle.subtype)) or 0)
+        if max_seconds is not None and held > max_seconds * sr:
+            raise _too_long(path, held / sr, max_seconds)
         limit = int(max_seconds * sr) + 1 if max_seconds is not None else None
-        blocks, got, failed = [], 0, False
+        blocks, got = [], 0
+        energies, mixed = np.zeros(channels), 0.0
         try:
             while limit is None or got < limit:
                 block = handle.read(sr * BLOCK_SECONDS if limit is None else min(sr * BLOCK_SECONDS, limit - got),
                                     dtype="float32", always_2d=True)
                 if not len(block):
                     break
-                blocks.append(block.mean(axis=1) if block.shape[1] > 1 else block[:, 0].copy())
+                blocks.append(block.mean(axis=1) if channels > 1 else block[:, 0].copy())
+                if channels > 1:
+                    energies += (block.astype(np.float64) ** 2).sum(axis=0)
+                    mixed += float((blocks[-1].astype(np.float64) ** 2).sum())
                 got += len(block)
-        except Exception as err:
-            if not got:
+        except Exception as err:  # a file cut short or corrupt: what decoded before the error is judged
+            if not got and not announced:
                 raise AudioError(f"{path}: not a readable audio file ({type(err).__name__}: {err})") from None
-            failed = True
-    if limit is not None and got >= limit:  # the header said less than the file holds
-        raise _too_long(path, got / sr, max_seconds, exact=False)
-    exact_length = kind in ("WAV", "WAVEX", "FLAC", "AIFF")  # headers that state the length exactly
-    if failed or (exact_length and got < declared - sr // 100):
-        raise _truncated(path, got / sr, declared / sr if exact_length else None)
+        if limit is not None and got >= limit:  # the header said less than the file holds
+            raise _too_long(path, got / sr, max_seconds, exact=False)
+        if not got and announced:
+            raise _truncated(path, 0.0, announced / sr)
+        if channels > 1 and mixed_out(energies, mixed):  # opposite phases: read the louder channel instead
+            handle.seek(0)
+            return _read_soundfile_channel(handle, got, int(np.argmax(energies))), sr
     return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)), sr
+
+
+def _read_soundfile_channel(handle, frames: int, channel: int) -> np.ndarray:
+    """Return channel `channel` of the first `frames` frames of an open libsndfile `handle`, read in blocks."""
+    blocks, got = [np.zeros(0, np.float32)], 0
+    try:
+        while got < frames:
+            block = handle.read(min(handle.samplerate * BLOCK_SECONDS, frames - got), dtype="float32",
+                                always_2d=True)
+            if not len(block):
+                break
+            blocks.append(block[:, channel].copy())
+            got += len(block)
+    except Exception:  # cut short, as on the first pass
+        pass
+    return np.concatenate(blocks)
 
 
 def _sample_bytes(subtype: str) -> int:
@@ -141,10 +189,11 @@ def _read_ffmpeg(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int
         raise AudioError(f"{path}: not a format libsndfile reads, and ffmpeg is not installed to decode it")
     try:
         probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-                                "stream=sample_rate:format=duration", "-of", "json", str(path)],
+                                "stream=sample_rate,channels:format=duration", "-of", "json", str(path)],
                                capture_output=True, timeout=30, check=True)
         info = json.loads(probe.stdout)
         sr = int(info["streams"][0]["sample_rate"])
+        channels = min(max(int(info["streams"][0].get("channels") or 1), 1), 8)
     except Exception:
         raise AudioError(f"{path}: not a readable audio file (ffprobe finds no audio stream in it)") from None
     try:
@@ -153,19 +202,20 @@ def _read_ffmpeg(path: Path, max_seconds: float | None) -> tuple[np.ndarray, int
         duration = None  # e.g. webm written as a stream (MediaRecorder): no length in the header
     if max_seconds is not None and duration and duration > max_seconds:
         raise _too_long(path, duration, max_seconds)
-    command = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-f", "f32le"]
+    command = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", str(channels),
+               "-f", "f32le"]  # the channels interleaved, mixed here (`downmix`) as libsndfile's are
     if max_seconds is not None:  # stop decoding just past the limit whatever the header said
         command += ["-t", f"{max_seconds + 0.5:.3f}"]
-    audio, returncode, errors = _run_decoder([*command, "pipe:1"], path,
-                                             int((max_seconds + 1) * sr) if max_seconds is not None else None)
+    most = int((max_seconds + 1) * sr) * channels if max_seconds is not None else None
+    audio, returncode, errors = _run_decoder([*command, "pipe:1"], path, most)
+    audio = downmix(audio[: len(audio) // channels * channels].reshape(-1, channels)) if channels > 1 else audio
     if max_seconds is not None and len(audio) > max_seconds * sr:
         raise _too_long(path, len(audio) / sr, max_seconds, exact=False)
-    if returncode != 0:
-        if not len(audio):
+    if not len(audio):  # a file cut short or corrupt is judged on what decoded; here nothing did
+        if returncode != 0:
             raise AudioError(f"{path}: not a readable audio file ({(errors.splitlines() or ['ffmpeg failed'])[-1]})")
-        raise _truncated(path, len(audio) / sr, duration)
-    if duration and len(audio) < 0.9 * duration * sr - 0.2 * sr:  # decoded well short of the header's length
-        raise _truncated(path, len(audio) / sr, duration)
+        if duration:
+            raise _truncated(path, 0.0, duration)
     return audio, sr
 
 
@@ -220,7 +270,7 @@ def to_model_rate(audio: np.ndarray, sr: int, sampling_rate: int = SAMPLE_RATE, 
         audio = audio.astype(np.float32) / np.iinfo(audio.dtype).max
     audio = audio.astype(np.float32)
     if audio.ndim == 2:
-        audio = audio.mean(axis=1 if audio.shape[1] <= 8 else 0)
+        audio = downmix(audio if audio.shape[1] <= 8 else audio.T)
     if audio.size == 0:
         raise AudioError(f"{name}: contains no samples", "no_samples")
     if not np.all(np.isfinite(audio)):

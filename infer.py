@@ -11,7 +11,9 @@ Each row: `path` (as found from the INPUT given), `label` (top emotion), each em
 same sentence the app shows) and `reason` (one word: too_short, silent, no_speech, truncated,
 unreadable, too_long, out_of_range, dc_offset, not_finite, directory, ...). Audio longer than the
 model's window is scored in half-overlapping windows whose probabilities are averaged (--segments
-also writes each window); windows of files of similar length are batched together.
+also writes each window); a window without speech is not scored nor averaged (its segment row says
+no_speech), and a window with speech is scored on its speech. Windows of files of similar length
+are batched together.
 
 Rows are written in input order and flushed one file at a time. An interrupted run (Ctrl-C, SIGTERM)
 leaves a valid file; the same command again skips the files already in it (--overwrite starts over).
@@ -52,8 +54,12 @@ PROGRESS_EVERY_S = 10.0       # off a terminal: one progress line this often
 class Window:
     start: float  # seconds
     end: float
-    probs: np.ndarray  # (C,)
+    probs: np.ndarray | None  # (C,); None: the window holds no speech and was not scored
     embedding: np.ndarray | None = None  # (D,) the pooled embedding (before any standardisation), when asked for
+
+    @property
+    def speech(self) -> bool:
+        return self.probs is not None
 
 
 class Prediction(NamedTuple):
@@ -72,10 +78,9 @@ class Prediction(NamedTuple):
 
     @property
     def embedding(self) -> np.ndarray | None:
-        """The pooled embedding of the whole clip (mean over its windows), if it was computed."""
-        if not self.windows or self.windows[0].embedding is None:
-            return None
-        return np.mean([w.embedding for w in self.windows], axis=0)
+        """The pooled embedding of the whole clip (mean over its windows with speech), if it was computed."""
+        vectors = [w.embedding for w in self.windows if w.embedding is not None]
+        return np.mean(vectors, axis=0) if vectors else None
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -138,9 +143,16 @@ class Scorer:
     def score(self, audios: Sequence[np.ndarray], embeddings: bool = False, window_seconds: float | None = None,
               hop_seconds: float | None = None, speaker: Speaker | None = None) -> list[Prediction]:
         """Return one Prediction per 16 kHz clip; the windows of all clips are batched together by length. With a
-        `speaker`, every clip is judged adapted to that speaker (standardised with their statistics)."""
+        `speaker`, every clip is judged adapted to that speaker (standardised with their statistics).
+
+        Of audio longer than one window, a window without speech is not scored (its `probs` are None) nor
+        averaged, and a window with speech is scored on its speech (models.waveform.speech_parts).
+        """
+        from models.waveform import speech_parts
+
         spans = [self.spans(len(a), window_seconds, hop_seconds) for a in audios]
-        clips = [a[s:e] for a, clip_spans in zip(audios, spans) for s, e in clip_spans]
+        parts = [speech_parts(a, clip_spans) for a, clip_spans in zip(audios, spans)]
+        clips = [a[part[0]:part[1]] for a, clip_parts in zip(audios, parts) for part in clip_parts if part]
         if speaker is not None:
             _, vectors = self.probabilities_and_embeddings(clips)
             probs = self.classify(vectors, *speaker.statistics(*self.model_statistics()))
@@ -149,11 +161,13 @@ class Scorer:
         else:
             probs, vectors = self.probabilities(clips), [None] * len(clips)
         out, i = [], 0
-        for clip_spans in spans:
-            windows = [Window(s / SAMPLE_RATE, e / SAMPLE_RATE, probs[i + j], vectors[i + j])
-                       for j, (s, e) in enumerate(clip_spans)]
-            i += len(clip_spans)
-            mean = np.mean([w.probs for w in windows], axis=0)
+        for clip_spans, clip_parts in zip(spans, parts):
+            windows = []
+            for (s, e), part in zip(clip_spans, clip_parts):
+                windows.append(Window(s / SAMPLE_RATE, e / SAMPLE_RATE, probs[i] if part else None,
+                                      vectors[i] if part else None))
+                i += bool(part)
+            mean = np.mean([w.probs for w in windows if w.speech], axis=0)
             out.append(Prediction({label: float(p) for label, p in zip(self.labels, mean)}, windows))
         return out
 
@@ -161,8 +175,8 @@ class Scorer:
         """Return the Prediction for a file path, a (rate, samples) pair or 16 kHz samples.
 
         Unpacks as `probabilities, windows`; `.label` is the top emotion, `.top(k)` the k likeliest.
-        Long audio is scored in half-overlapping windows whose probabilities are averaged. With a `speaker`
-        (see `adapt`), the clip is judged adapted to that speaker, with that mode's calibration.
+        Long audio is scored in half-overlapping windows whose probabilities are averaged (those with speech).
+        With a `speaker` (see `adapt`), the clip is judged adapted to that speaker, with that mode's calibration.
         """
         return self.score([_as_audio(source)], speaker=speaker)[0]
 
@@ -397,7 +411,8 @@ class CsvOutput:
             end = f"{pred.windows[-1].end:.2f}" if pred else ""
             rows[0] += ["all", "0.00" if pred else "", end]
             for i, w in enumerate(pred.windows if pred and len(pred.windows) > 1 else []):
-                rows.append([record.path, self.labels[int(np.argmax(w.probs))], *self._scores(w.probs), "", "",
+                label = self.labels[int(np.argmax(w.probs))] if w.speech else ""
+                rows.append([record.path, label, *self._scores(w.probs), "", "" if w.speech else "no_speech",
                              i, f"{w.start:.2f}", f"{w.end:.2f}"])
         return self._lines(rows)
 
@@ -432,7 +447,9 @@ class JsonlOutput:
                 "error": record.error or None, "reason": record.reason or None}
         if self.segments and pred:
             item["windows"] = [{"start_s": round(w.start, 2), "end_s": round(w.end, 2),
-                                "label": self.labels[int(np.argmax(w.probs))], "probabilities": self._probs(w.probs)}
+                                "label": self.labels[int(np.argmax(w.probs))] if w.speech else None,
+                                "probabilities": self._probs(w.probs) if w.speech else None,
+                                "reason": None if w.speech else "no_speech"}
                                for w in pred.windows]
         return json.dumps(item, ensure_ascii=False) + "\n"
 
@@ -601,13 +618,15 @@ def group_statistics_pass(scorer: Scorer, files: list[str], normalize: str, patt
     vectors: dict[str, list] = {}
     for path, result in results.items():
         if isinstance(result, Prediction):
-            vectors.setdefault(group[path], []).extend(w.embedding for w in result.windows)
+            vectors.setdefault(group[path], []).extend(w.embedding for w in result.windows if w.speech)
     mean, std = scorer.model_statistics()
     statistics = {g: shrunk_statistics(np.stack(v), mean, std) for g, v in vectors.items()}
     for path, result in results.items():
         if isinstance(result, Prediction):
-            probs = scorer.classify(np.stack([w.embedding for w in result.windows]), *statistics[group[path]])
-            windows = [dataclasses.replace(w, probs=p) for w, p in zip(result.windows, probs)]
+            probs = scorer.classify(np.stack([w.embedding for w in result.windows if w.speech]),
+                                    *statistics[group[path]])
+            judged = iter(probs)
+            windows = [dataclasses.replace(w, probs=next(judged)) if w.speech else w for w in result.windows]
             results[path] = Prediction(dict(zip(scorer.labels, map(float, probs.mean(0)))), windows)
     return results
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.waveform import SAMPLE_RATE, window_starts
+from models.waveform import SAMPLE_RATE, speech_parts, window_starts
 
 INPUT, OUTPUT = "waveform", "probabilities"  # export.py's graph names
 
@@ -24,7 +24,11 @@ INPUT, OUTPUT = "waveform", "probabilities"  # export.py's graph names
 class Window:
     start: float  # seconds
     end: float
-    probs: np.ndarray  # (C,)
+    probs: np.ndarray | None  # (C,); None: no speech in the window, not scored
+
+    @property
+    def speech(self) -> bool:
+        return self.probs is not None
 
 
 def cached_export(checkpoint: Path) -> Path:
@@ -83,15 +87,19 @@ class OnnxRecognizer:
         return out
 
     def windows(self, audio: np.ndarray) -> list[Window]:
-        """Return the probabilities of each half-overlapping window of `audio` (one window if it fits)."""
+        """Return the probabilities of each half-overlapping window of `audio` (one window if it fits).
+
+        As infer.py's: a window without speech is not scored (probs None), one with speech is scored on its speech.
+        """
         size = int(self.window_seconds * SAMPLE_RATE)
-        starts = window_starts(len(audio), size)
-        clips = [audio[s:s + size] for s in starts]
-        probs = self.probabilities(clips)
-        return [Window(s / SAMPLE_RATE, (s + len(c)) / SAMPLE_RATE, p) for s, c, p in zip(starts, clips, probs)]
+        spans = [(s, min(s + size, len(audio))) for s in window_starts(len(audio), size)]
+        parts = speech_parts(audio, spans)
+        scored = iter(self.probabilities([audio[part[0]:part[1]] for part in parts if part]))
+        return [Window(s / SAMPLE_RATE, e / SAMPLE_RATE, next(scored) if part else None)
+                for (s, e), part in zip(spans, parts)]
 
     def predict(self, audio: np.ndarray) -> tuple[dict[str, float], list[Window]]:
-        """Return {emotion: probability} for the whole clip (windows averaged) and the windows."""
+        """Return {emotion: probability} for the whole clip (its windows with speech averaged) and the windows."""
         windows = self.windows(audio)
-        mean = np.mean([w.probs for w in windows], axis=0)
+        mean = np.mean([w.probs for w in windows if w.speech], axis=0)
         return {label: float(p) for label, p in zip(self.labels, mean)}, windows

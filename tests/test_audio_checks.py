@@ -26,7 +26,7 @@ MODEL = "cnn1d-light"  # committed: no training needed; the checks run before th
 LIMIT = 60.0           # --max_seconds of both, small so that a streamed decode stops early
 
 EXPECTED = {  # file -> reason
-    "empty.wav": "empty", "header_only.wav": "truncated", "truncated.wav": "truncated",
+    "empty.wav": "empty", "header_only.wav": "truncated", "truncated.wav": "too_short",  # judged on its 0.9 s
     "random.wav": "unreadable", "random.webm": "unreadable", "nan.wav": "not_finite", "huge.wav": "out_of_range",
     "silence.wav": "silent", "hiss.wav": "silent", "dc.wav": "dc_offset", "dc_speech.wav": "dc_offset",
     "tone.wav": "no_speech", "one_sample.wav": "too_short", "50ms.wav": "too_short", "300ms.wav": "too_short",
@@ -180,3 +180,65 @@ def test_speech_level_length_and_offset():
         audio_checks.check(speech[middle - 4000: middle + 4000])
     assert err.value.reason == "too_short" and f"at least {audio_checks.MIN_SECONDS:g} s" in err.value.message
     audio_checks.check(np.zeros(16_000, np.float32), allow_nonspeech=True)
+
+
+# --- files whose header or channels mislead (issue 18) --------------------------------------------
+def app_and_infer(path: Path, store: ModelStore) -> tuple[dict, dict]:
+    """Return (the app's probabilities, infer.py's JSON row) for the file at `path`, the default limit of each."""
+    _, label, *_ = callbacks.predict(str(path), MODEL, store)
+    return label, run_infer(str(path))[path.name]
+
+
+def assert_scored_as(path: Path, expected: dict, store: ModelStore) -> None:
+    app, row = app_and_infer(path, store)
+    assert row["error"] is None, row
+    for probabilities in (app, row["probabilities"]):
+        assert max(abs(probabilities[k] - expected[k]) for k in expected) < 1e-4, (path.name, probabilities)
+
+
+def test_a_wav_header_claiming_more_than_the_file_holds_is_judged_on_what_it_holds(tmp_path, store):
+    import struct
+
+    real = recording("03a05Wa.wav").read_bytes()  # 3.4 s of real angry speech
+    expected = run_infer(str(recording("03a05Wa.wav")))["03a05Wa.wav"]["probabilities"]
+    data = real.index(b"data")
+    lying = tmp_path / "lying_header.wav"  # a recorder that wrote a placeholder length: 1118 min
+    lying.write_bytes(real[:data + 4] + struct.pack("<I", 0x7FFFFFF0) + real[data + 8:])
+    half = tmp_path / "half.wav"  # a copy cut in half
+    half.write_bytes(real[: len(real) // 2])
+    assert_scored_as(lying, expected, store)
+    assert len(load_audio(half)) == (len(real) // 2 - 44) // 2
+    app, row = app_and_infer(half, store)
+    assert row["error"] is None and row["label"] == max(app, key=app.get)
+    header_only = tmp_path / "header_only.wav"  # nothing decodes: refused as cut short, in both
+    header_only.write_bytes(real[:44])
+    row = run_infer(str(header_only))["header_only.wav"]
+    assert row["reason"] == "truncated" and app_message(str(header_only), store) == row["error"]
+    assert row["error"] == ("'header_only.wav' is cut short: no audio could be decoded of the 3.4 s its header "
+                            "announces. Upload the complete file.")
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".webm"])
+def test_stereo_in_opposite_phase_is_judged_on_one_channel(tmp_path, store, suffix):
+    speech = load_audio(recording("03a05Wa.wav"))
+    mono = tmp_path / "mono.wav"
+    sf.write(mono, speech, 16_000)
+    anti = tmp_path / f"anti{suffix}"
+    if suffix == ".webm":
+        require(shutil.which("ffmpeg") is not None, "ffmpeg is not installed (apt-get install ffmpeg)")
+        sf.write(tmp_path / "anti_source.wav", np.stack([speech, -speech], axis=1), 16_000)
+        ffmpeg("-i", str(tmp_path / "anti_source.wav"), "-c:a", "libopus", "-b:a", "128k", str(anti))
+    else:
+        sf.write(anti, np.stack([speech, -speech], axis=1), 16_000)
+    decoded = load_audio(anti)
+    assert np.abs(np.corrcoef(decoded[: len(speech)], speech[: len(decoded)])[0, 1]) > 0.99  # a channel, not silence
+    expected = run_infer(str(mono))["mono.wav"]["probabilities"]
+    if suffix == ".wav":  # lossless: the same samples (the left channel's, or its negation)
+        assert_scored_as(anti, expected, store)
+        _, label, *_ = callbacks.predict((16_000, np.stack([speech, -speech], axis=1)), MODEL, store)  # a recording
+        assert max(abs(label[k] - expected[k]) for k in expected) < 1e-4
+    else:
+        app, row = app_and_infer(anti, store)
+        assert row["error"] is None and row["label"] == max(app, key=app.get)
+    ordinary = np.stack([speech, 0.5 * speech], axis=1)  # channels in phase are still mixed
+    assert np.allclose(audio_checks.decode((16_000, ordinary)), 0.75 * speech, atol=1e-6)

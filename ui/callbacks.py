@@ -18,6 +18,7 @@ import audio_checks
 from calibration import unsure_below
 from data_process import SAMPLE_RATE
 from infer import Window
+from models.waveform import speech_parts
 from ui import uploads, voice as my_voice
 from ui.model_store import CheckpointError, ModelStore
 from ui.scheduler import Scheduler
@@ -27,6 +28,7 @@ DEFAULT_MAX_SECONDS = 600.0  # longest audio accepted (--max_seconds)
 LONG_AUDIO_S = 8.0           # longer audio also gets the timeline and the per-window table
 TIMELINE_WINDOW_S = 4.0      # timeline windows: about one utterance, the length the models learned from
 TIMELINE_HOP_S = 2.0
+NO_SPEECH = "no speech"      # what the per-window table says of a window without speech (not scored)
 SCHEDULER = Scheduler()      # runs every model call of the process, in turns (ui/scheduler.py)
 RECENT = uploads.RecentUploads()  # uploads already read (and deleted), for Analyse again and model switches
 
@@ -44,7 +46,7 @@ class Analysis:
 
     model: str
     probabilities: dict[str, float]  # every emotion of the model, highest first
-    windows: list                    # infer.Window list; several only for long audio
+    windows: list                    # infer.Window list; several only for long audio (probs None: no speech)
     seconds: float                   # length of the audio
     elapsed: float                   # server time from the file to the probabilities
     precision: str = "fp32"          # what ran the model: fp32, or its int8 graph (quantize.py)
@@ -130,9 +132,10 @@ def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float
     """Return every emotion's probability for the audio `value` scored with checkpoint `model_name`.
 
     Audio up to LONG_AUDIO_S is scored whole (as infer.Recognizer.predict does); longer audio is
-    scored in TIMELINE_WINDOW_S windows and the whole clip gets their mean, so that the timeline
-    and the overall answer come from one pass. The model runs on the shared SCHEDULER, which
-    calls `progress(windows done, windows)` while a long recording is scored. With the page session's
+    scored in TIMELINE_WINDOW_S windows and the whole clip gets the mean of those with speech (the others
+    are marked, not scored), so that the timeline and the overall answer come from one pass. The model
+    runs on the shared SCHEDULER, which calls `progress(windows done, windows)` while a long recording
+    is scored. With the page session's
     `voice`, a model that standardises its embeddings uses the user's statistics and learns from the recording.
     """
     start = time.perf_counter()
@@ -144,7 +147,7 @@ def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float
     windows = scored_windows(recognizer, audio, *((TIMELINE_WINDOW_S, TIMELINE_HOP_S) if seconds > LONG_AUDIO_S else ()),
                              progress=progress, voice=voice, model=model_name, remember=True,
                              name=Path(value).name if isinstance(value, (str, Path)) else None)
-    mean = np.mean([w.probs for w in windows], axis=0)
+    mean = np.mean([w.probs for w in windows if w.speech], axis=0)
     probs = dict(zip(recognizer.labels, map(float, mean)))
     if not all(np.isfinite(p) for p in probs.values()):
         raise UserError(f"The model '{model_name}' computed invalid numbers (NaN) for this audio; try another model.")
@@ -158,18 +161,22 @@ def scored_windows(recognizer, audio: np.ndarray, window_seconds: float | None =
                    model: str | None = None, remember: bool = False, name: str | None = None) -> list[Window]:
     """Return recognizer.windows(audio, ...), its model calls made on the shared SCHEDULER.
 
-    With a `voice` and a model that adapts, the windows' embeddings are standardised with the user's statistics
-    (ui/voice.py); with `remember`, the recording (called `name` in the session's history) then joins the session's
-    statistics.
+    As in infer.py, a window without speech is not scored (probs None) and one with speech is scored on its
+    speech (models.waveform.speech_parts). With a `voice` and a model that adapts, the windows' embeddings are
+    standardised with the user's statistics (ui/voice.py); with `remember`, the recording (called `name` in the
+    session's history) then joins them.
     """
     spans = recognizer.spans(len(audio), window_seconds, hop_seconds)
-    clips = [audio[s:e] for s, e in spans]
+    parts = speech_parts(audio, spans)
+    clips = [audio[part[0]:part[1]] for part in parts if part]
     if voice is None or not my_voice.adapts(recognizer):
         probs = SCHEDULER.probabilities(recognizer, clips, progress=progress)
     else:
         embeddings = SCHEDULER.probabilities(my_voice.embedder(recognizer), clips, progress=progress)
         probs = voice.judge(recognizer, model, embeddings, key=my_voice.digest(audio) if remember else None, name=name)
-    return [Window(s / SAMPLE_RATE, e / SAMPLE_RATE, p) for (s, e), p in zip(spans, probs)]
+    scored = iter(probs)
+    return [Window(s / SAMPLE_RATE, e / SAMPLE_RATE, next(scored) if part else None)
+            for (s, e), part in zip(spans, parts)]
 
 
 def bars_frame(probabilities: dict[str, float]) -> pd.DataFrame:
@@ -178,20 +185,25 @@ def bars_frame(probabilities: dict[str, float]) -> pd.DataFrame:
 
 
 def windows_table(analysis: Analysis, labels: list[str]) -> pd.DataFrame:
-    """Return one row per window: start, end, top emotion and each emotion's probability."""
+    """Return one row per window: start, end, top emotion and each emotion's probability ("no speech": none)."""
     rows = []
     for w in analysis.windows:
-        top = labels[int(np.argmax(w.probs))]
+        top = labels[int(np.argmax(w.probs))] if w.speech else NO_SPEECH
         row = {"start (s)": round(w.start, 2), "end (s)": round(w.end, 2), "top emotion": top}
-        row.update({label: round(float(p), 3) for label, p in zip(labels, w.probs)})
+        probs = w.probs if w.speech else [None] * len(labels)
+        row.update({label: None if p is None else round(float(p), 3) for label, p in zip(labels, probs)})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def timeline_frame(windows: list, labels: list[str]) -> pd.DataFrame:
-    """Return long-form rows (time at the window's centre, emotion, probability) for the timeline plot."""
+    """Return long-form rows (time at the window's centre, emotion, probability) for the timeline plot.
+
+    A window without speech has no point (the table says "no speech").
+    """
     return pd.DataFrame([{"time (s)": round((w.start + w.end) / 2, 2), "emotion": label, "probability": float(p)}
-                         for w in windows for label, p in zip(labels, w.probs)])
+                         for w in windows if w.speech for label, p in zip(labels, w.probs)],
+                        columns=["time (s)", "emotion", "probability"])
 
 
 def summary(analysis: Analysis) -> str:
@@ -202,8 +214,10 @@ def summary(analysis: Analysis) -> str:
     mode = "adapted to your voice" if analysis.adapted else "judged alone"
     doubt = (f" · **unsure**: on voices it never heard, answers {mode} under {analysis.unsure_below:.0%} were wrong "
              "more often than right") if unsure else ""
+    silent = sum(not w.speech for w in analysis.windows)
+    left_out = f" · {silent} of {len(analysis.windows)} windows without speech left out" if silent else ""
     return (f"**{top}** ({analysis.probabilities[top]:.0%}, {mode}){doubt} · model {model} · "
-            f"{analysis.seconds:.1f} s of audio · {analysis.elapsed:.2f} s to analyse")
+            f"{analysis.seconds:.1f} s of audio{left_out} · {analysis.elapsed:.2f} s to analyse")
 
 
 # ---------------------------------------------------------------------------------------------
