@@ -49,7 +49,12 @@ def cached_export(checkpoint: Path) -> Path:
     if not path.is_file():
         from export import export_onnx
 
-        export_onnx(checkpoint, path)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.onnx")  # an export cut short is never reused
+        try:
+            export_onnx(checkpoint, partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
     return path
 
 
@@ -133,7 +138,10 @@ class OnnxRecognizer:
             if (source / "config.json").is_file() and (source / "model.safetensors").is_file() \
                     and weights_digest(source) == meta.get("weights"):
                 folder = source
-        self.head = Head(folder) if self.has_embeddings and folder is not None else None
+        # float32 only: an int8 graph's embeddings drift (quantize.py) and its calibration was never measured, so it
+        # judges each clip alone, as app.py --precision int8 says
+        float32 = meta.get("precision", "fp32") != "int8"
+        self.head = Head(folder) if self.has_embeddings and folder is not None and float32 else None
 
     @property
     def normalizes(self) -> bool:
