@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict:
     audio_s = sum(map(len, clips)) / 16_000
     result = {
         "what": "onnxruntime float32 (infer.OnnxScorer) against PyTorch float32 (infer.Recognizer) on real clips",
-        "command": "python -m benchmark.onnx_parity " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python -m benchmark.onnx_parity", *(argv if argv is not None else sys.argv[1:])]),
         "date": now(), "checkpoint": checkpoint.name, "clips": len(clips), "audio_s": round(audio_s, 1),
         "corpora": {c: sum(r.corpus == c for r in rows) for c in args.corpora},
         "speakers": len(set(speakers)), "labels": labels,
