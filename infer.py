@@ -334,6 +334,13 @@ class OnnxScorer(Scorer):
         """Return probabilities (N, C) of pooled embeddings (N, D), as Recognizer.classify does (numpy)."""
         return self.runtime.classify(embeddings, mean, std)
 
+    def unsure_below(self, adapted: bool = False) -> float | None:
+        """Return the top probability under which an answer in that mode is unsure (the checkpoint's config), or None."""
+        from calibration import unsure_below
+
+        head = self.runtime.head
+        return unsure_below(head.config, adapted) if head is not None else None
+
 
 def auto_runtime(checkpoint: str | Path, device: str = "auto", batch_size: int = 8) -> Scorer:
     """Return onnxruntime float32 (OnnxScorer) for a checkpoint folder that exports (cached in $SER_CACHE/onnx) when

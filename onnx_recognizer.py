@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,8 @@ class Head:
 
     embeddings (N, F) -> standardised with (mean, std), (F,) or (N, F), when the model normalizes (the
     checkpoint's training statistics when none are given) -> linear classifier (or Linear-ReLU-Linear with
-    classifier_hidden; dropout does nothing in eval) -> logits / calibration_temperature -> softmax, in float32.
+    classifier_hidden; dropout does nothing in eval) -> logits / the temperature of the mode (`temperature`) ->
+    softmax, in float32.
     """
 
     def __init__(self, folder: str | Path):
@@ -71,8 +73,8 @@ class Head:
 
         folder = Path(folder)
         config = json.loads((folder / "config.json").read_text())
+        self.config = config
         self.normalizes = config.get("embedding_norm", "none") not in ("none", None)
-        self.temperature = np.float32(config.get("calibration_temperature", 1.0))
         with safe_open(str(folder / "model.safetensors"), framework="np") as weights:
             read = lambda key: weights.get_tensor(key).astype(np.float32)  # noqa: E731 (float16 stored: as from_pretrained)
             keys = set(weights.keys())
@@ -88,16 +90,32 @@ class Head:
         self.dim = int(self.layers[0][0].shape[1])
 
     def logits(self, embeddings: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
+        mode = "adapted" if mean is not None else "alone"  # as EmotionClassifier.classify: given statistics adapt
         x = np.asarray(embeddings, dtype=np.float32)
         if self.normalizes:
             mean = self.mean if mean is None else np.asarray(mean, dtype=np.float32)
             std = self.std if std is None else np.asarray(std, dtype=np.float32)
             x = (x - mean) / std
+        standardised = x
         for i, (weight, bias) in enumerate(self.layers):
             x = x @ weight.T + bias
             if i < len(self.layers) - 1:
                 x = np.maximum(x, np.float32(0))
-        return x / self.temperature
+        return x / self.temperature(standardised, mode)
+
+    def temperature(self, standardised: np.ndarray, mode: str) -> np.ndarray | np.float32:
+        """Return the calibration temperature of `mode` ("alone" or "adapted"), as EmotionClassifier.temperature:
+        config.calibration_temperature without a per-mode `calibration`; else exp(intercept) of the mode, or, with a
+        slope, one per clip (N, 1) growing with its novelty (the mean squared standardised embedding)."""
+        modes = self.config.get("calibration")
+        if not modes:
+            return np.float32(self.config.get("calibration_temperature", 1.0))
+        fit = modes.get(mode) or modes["alone"]
+        if not fit.get("slope") or not self.normalizes:
+            return np.float32(math.exp(fit["intercept"]))
+        novelty = np.maximum((standardised ** 2).mean(-1, keepdims=True), np.float32(1e-6))
+        log_t = np.float32(fit["intercept"]) + np.float32(fit["slope"]) * np.log(novelty)
+        return np.exp(np.clip(log_t, np.float32(math.log(0.05)), np.float32(math.log(50.0))))
 
     def probabilities(self, embeddings: np.ndarray, mean: np.ndarray | None = None,
                       std: np.ndarray | None = None) -> np.ndarray:

@@ -82,6 +82,36 @@ def test_both_modes_agree_with_pytorch(runtimes, outputs):
         assert np.abs(runtimes["onnx"].classify(vectors, *stats) - runtimes["torch"].classify(vectors, *stats)).max() < 1e-5
 
 
+def test_the_calibration_per_mode_is_the_one_pytorch_applies(runtimes, outputs, monkeypatch):
+    """A checkpoint with `calibration` per mode (a temperature growing with the clip's novelty when adapted): the
+    numpy head divides by the temperature EmotionClassifier.temperature gives, in both modes."""
+    from normalization import shrunk_statistics
+
+    torch_model, head = runtimes["torch"].model, runtimes["onnx"].runtime.head
+    calibration = {"alone": {"intercept": 1.2, "slope": 0.0, "unsure_below": 0.5},
+                   "adapted": {"intercept": 0.8, "slope": 0.6, "unsure_below": 0.4}}
+    monkeypatch.setattr(torch_model.config, "calibration", calibration, raising=False)
+    monkeypatch.setitem(head.config, "calibration", calibration)
+    vectors = outputs["torch"][1]
+    speaker = shrunk_statistics(vectors, *runtimes["torch"].model_statistics())
+    for stats in ((), speaker):
+        ours, theirs = runtimes["onnx"].classify(vectors, *stats), runtimes["torch"].classify(vectors, *stats)
+        assert np.abs(ours - theirs).max() < 1e-5
+    assert runtimes["onnx"].unsure_below(adapted=True) == 0.4 == runtimes["torch"].unsure_below(adapted=True)
+
+
+def test_recognizer_adapt_and_predict_with_a_speaker_in_onnxruntime(runtimes, speech):
+    """Recognizer's adaptation API (adapt, predict(speaker=)) runs the same in onnxruntime."""
+    probs = {}
+    for name, scorer in runtimes.items():
+        speaker = scorer.adapt(speech["clips"][:6])
+        probs[name] = np.array([list(scorer.predict(clip, speaker=speaker).probabilities.values())
+                                for clip in speech["clips"][6:]])
+        assert speaker.count == 6
+    assert np.array_equal(probs["onnx"].argmax(1), probs["torch"].argmax(1))
+    assert np.abs(probs["onnx"] - probs["torch"]).max() < CLOSE
+
+
 def test_the_pages_calibration_adapts_in_onnxruntime(runtimes, speech):
     """ui/voice.Voice.judge and the page's scored_windows (the scheduler, the Embedder) with the ONNX scorer."""
     from ui import voice as my_voice
