@@ -91,30 +91,30 @@ class Head:
 
     def logits(self, embeddings: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
         mode = "adapted" if mean is not None else "alone"  # as EmotionClassifier.classify: given statistics adapt
-        x = np.asarray(embeddings, dtype=np.float32)
+        raw = x = np.asarray(embeddings, dtype=np.float32)
         if self.normalizes:
             mean = self.mean if mean is None else np.asarray(mean, dtype=np.float32)
             std = self.std if std is None else np.asarray(std, dtype=np.float32)
             x = (x - mean) / std
-        standardised = x
         for i, (weight, bias) in enumerate(self.layers):
             x = x @ weight.T + bias
             if i < len(self.layers) - 1:
                 x = np.maximum(x, np.float32(0))
-        return x / self.temperature(standardised, mode)
+        return x / self.temperature(raw, mode)
 
-    def temperature(self, standardised: np.ndarray, mode: str) -> np.ndarray | np.float32:
+    def temperature(self, embeddings: np.ndarray, mode: str) -> np.ndarray | np.float32:
         """Return the calibration temperature of `mode` ("alone" or "adapted"), as EmotionClassifier.temperature:
         config.calibration_temperature without a per-mode `calibration`; else exp(intercept) of the mode, or, with a
-        slope, one per clip (N, 1) growing with its novelty (the mean squared standardised embedding)."""
+        slope, one per clip (N, 1) growing with its novelty: its mean squared embedding standardised with the
+        model's statistics, whatever statistics judge it."""
         modes = self.config.get("calibration")
         if not modes:
             return np.float32(self.config.get("calibration_temperature", 1.0))
         fit = modes.get(mode) or modes["alone"]
         if not fit.get("slope") or not self.normalizes:
             return np.float32(math.exp(fit["intercept"]))
-        novelty = np.maximum((standardised ** 2).mean(-1, keepdims=True), np.float32(1e-6))
-        log_t = np.float32(fit["intercept"]) + np.float32(fit["slope"]) * np.log(novelty)
+        novelty = (((embeddings - self.mean) / self.std) ** 2).mean(-1, keepdims=True)
+        log_t = np.float32(fit["intercept"]) + np.float32(fit["slope"]) * np.log(np.maximum(novelty, np.float32(1e-6)))
         return np.exp(np.clip(log_t, np.float32(math.log(0.05)), np.float32(math.log(50.0))))
 
     def probabilities(self, embeddings: np.ndarray, mean: np.ndarray | None = None,
