@@ -47,6 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "drift bound (quantize.py) and the model does not adapt to its user (the page's "
                              "calibration needs float32 embeddings), else float32; fp32: always float32; int8: int8 "
                              "regardless (no calibration to the user's voice)")
+    parser.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                        help="what runs a float32 model: auto (default): onnxruntime where the checkpoint exports to ONNX "
+                             "(once, cached in $SER_CACHE/onnx; the calibration to the user's voice works there too), "
+                             "else PyTorch; torch: always PyTorch; onnx: always onnxruntime (a checkpoint that does "
+                             "not export fails to load)")
     args = parser.parse_args(argv)
     if args.port is None:  # the flag wins over the environment, as with Gradio's own launch()
         port = os.environ.get("GRADIO_SERVER_PORT") or "7860"
@@ -65,16 +70,18 @@ def main(argv: list[str] | None = None) -> None:
     from ui.model_store import ModelStore
 
     def load(folder: Path):
-        """The checkpoint's scorer; a model that adapts to its user (ui/voice.py) needs embeddings: float32 on auto."""
+        """The checkpoint's scorer; a model that adapts to its user (ui/voice.py) needs embeddings: float32 on auto,
+        in onnxruntime (its export gives them) or PyTorch by --runtime."""
         adapts = json.loads((Path(folder) / "config.json").read_text()).get("embedding_norm", "none") not in ("none", None)
-        return load_scorer(folder, precision=args.precision, device="cpu", embeddings=adapts)
+        return load_scorer(folder, runtime=args.runtime, precision=args.precision, device="cpu", embeddings=adapts)
 
     store = ModelStore(args.checkpoints, loader=load)
     for error in store.preload():
         print(f"warning: checkpoint failed to load: {error}", file=sys.stderr)
     if store.default:
-        precision = getattr(store.get(store.default), "precision", "fp32")
-        print(f"{len(store.checkpoints)} checkpoint(s) in {store.root}; default: {store.default} ({precision})")
+        scorer = store.get(store.default)
+        precision, runtime = getattr(scorer, "precision", "fp32"), getattr(scorer, "runtime_name", "torch")
+        print(f"{len(store.checkpoints)} checkpoint(s) in {store.root}; default: {store.default} ({precision}, {runtime})")
     else:
         print(f"warning: no loadable checkpoint in {store.root}; the page will say so", file=sys.stderr)
     demo = build(store, args.max_seconds)

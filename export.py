@@ -4,9 +4,11 @@
     python export.py --checkpoint tests/checkpoints/cnn1d-light --format transformers     # rewrite the folder in place
 
 onnx: the whole classifier in one fp32 graph. Input `waveform` (batch, samples): float32 audio at 16 kHz,
-    any length, the clips of one batch of equal length; output `probabilities` (batch, labels). Audio longer
-    than the checkpoint's window (config.max_seconds) is scored in half-overlapping windows whose
-    probabilities are averaged, inside the graph, as infer.py does. The log-mel front end is a convolution
+    any length, the clips of one batch of equal length; outputs `probabilities` (batch, labels) and `embedding`
+    (batch, features): the pooled embedding the classifier reads, before any standardisation, so that a runtime
+    can standardise it with a speaker's or user's statistics (onnx_recognizer.py). Audio longer than the
+    checkpoint's window (config.max_seconds) is scored in half-overlapping windows whose probabilities (and
+    embeddings) are averaged, inside the graph, as infer.py does. The log-mel front end is a convolution
     with a fixed DFT basis. The labels, sampling rate and window are in the model's metadata
     (`labels` as JSON). `python infer.py --runtime onnx --checkpoint FILE.onnx` runs it; every export is
     checked against PyTorch with onnxruntime before it is kept. Backbones: cnn1d and whisper (the others
@@ -34,9 +36,10 @@ from transformers import AutoModelForAudioClassification
 
 import models  # noqa: F401  (registers the architecture with the Auto classes)
 from models.waveform import SAMPLE_RATE
+# the graph's names; GRAPH_VERSION 2: the pooled embedding beside the probabilities (an older cached export is redone)
+from onnx_recognizer import EMBEDDING, GRAPH_VERSION, INPUT, OUTPUT, weights_digest
 
 OPSET = 18  # the torch.export-based exporter's own opset; onnxruntime's int8 quantisation handles it
-INPUT, OUTPUT = "waveform", "probabilities"
 TOLERANCE = 1e-3  # largest difference in any probability between onnxruntime and PyTorch that an export may have
 _PER_CLIP = "it computes its features clip by clip (a Python loop over the batch), not yet written for a graph"
 _UNCHECKED = ("not supported yet: a first export of a tiny wav2vec2 ran out of memory in onnxruntime's check; "
@@ -59,7 +62,9 @@ def load(checkpoint: str | Path) -> nn.Module:
 
 
 class WaveformClassifier(nn.Module):
-    """An EmotionClassifier with the steps around it, as one traceable module: waveform (B, N) -> probabilities (B, C).
+    """An EmotionClassifier with the steps around it, as one traceable module: waveform (B, N) -> probabilities (B, C)
+    and the pooled embedding (B, F) the classifier reads, before any standardisation (the mean over the windows
+    of long audio, as infer.Prediction.embedding), so that a runtime can standardise it with other statistics.
 
     The windows, the feature extractor's per-window normalisation and the softmax average are tensor
     operations on the input's shape, so a trace of one length serves every length.
@@ -84,7 +89,7 @@ class WaveformClassifier(nn.Module):
         starts = torch.clamp(torch.arange(count, device=waveform.device) * self.hop, max=n - length)  # the last ends at N
         return waveform[:, starts[:, None] + torch.arange(length, device=waveform.device)[None]]
 
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+    def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         windows = self.windows(waveform)
         batch, count, length = windows.shape
         flat = windows.reshape(batch * count, length)
@@ -94,8 +99,9 @@ class WaveformClassifier(nn.Module):
         if self.min_samples:  # zero-padded to the backbone's shortest input, as its forward does in PyTorch
             flat = torch.cat([flat, flat.new_zeros(flat.shape[0], self.min_samples)], dim=-1)
             flat = flat[:, :torch.sym_max(length, self.min_samples)]
-        probs = torch.softmax(self.model(input_values=flat).logits.float(), dim=-1)  # (B * K, C)
-        return probs.reshape(batch, count, -1).mean(dim=1)
+        pooled = self.model.embed(flat)  # (B * K, F): what EmotionClassifier.forward computes, in two steps
+        probs = torch.softmax(self.model.classify(pooled).float(), dim=-1)  # (B * K, C)
+        return probs.reshape(batch, count, -1).mean(dim=1), pooled.float().reshape(batch, count, -1).mean(dim=1)
 
 
 def probe_audio(seconds: float, seed: int = 0) -> np.ndarray:
@@ -107,18 +113,21 @@ def probe_audio(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.2 * voice + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
 
 
-def largest_difference(path: Path, wrapper: WaveformClassifier, clips: list[np.ndarray]) -> float:
-    """Return the largest |probability difference| between onnxruntime on `path` and PyTorch over `clips`."""
+def largest_difference(path: Path, wrapper: WaveformClassifier, clips: list[np.ndarray]) -> tuple[float, float]:
+    """Return the largest |probability difference| between onnxruntime on `path` and PyTorch over `clips`, and the
+    largest difference in the embedding relative to its largest magnitude."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst = 0.0
+    worst, worst_embedding = 0.0, 0.0
     for clip in clips:
         with torch.inference_mode():
-            expected = wrapper(torch.from_numpy(clip)[None]).numpy()
-        got = session.run([OUTPUT], {INPUT: clip[None]})[0]
+            expected, embedding = (t.numpy() for t in wrapper(torch.from_numpy(clip)[None]))
+        got, got_embedding = session.run([OUTPUT, EMBEDDING], {INPUT: clip[None]})
         worst = max(worst, float(np.abs(got - expected).max()))
-    return worst
+        scale = max(float(np.abs(embedding).max()), 1e-6)
+        worst_embedding = max(worst_embedding, float(np.abs(got_embedding - embedding).max()) / scale)
+    return worst, worst_embedding
 
 
 def export_onnx(checkpoint: str | Path, output: str | Path | None = None) -> Path:
@@ -139,24 +148,26 @@ def export_onnx(checkpoint: str | Path, output: str | Path | None = None) -> Pat
         warnings.simplefilter("ignore")
         # torch.export (dynamo): the TorchScript exporter (dynamo=False) is deprecated since torch 2.9
         torch.onnx.export(wrapper, (example,), str(output), dynamo=True, opset_version=OPSET, external_data=False,
-                          input_names=[INPUT], output_names=[OUTPUT],
+                          input_names=[INPUT], output_names=[OUTPUT, EMBEDDING],
                           dynamic_shapes={"waveform": {0: torch.export.Dim("batch"), 1: samples}})
     graph = onnx.load(str(output))
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     for key, value in {"labels": json.dumps(labels), "sampling_rate": str(SAMPLE_RATE),
                        "max_seconds": str(model.config.max_seconds), "backbone": backbone,
-                       "source": str(checkpoint)}.items():
+                       "source": str(checkpoint), "source_folder": str(Path(checkpoint).resolve()),
+                       "weights": weights_digest(Path(checkpoint)), "graph_version": str(GRAPH_VERSION),
+                       "embedding_norm": str(model.config.embedding_norm)}.items():
         graph.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(graph)
     onnx.save(graph, str(output))
     clips = [probe_audio(s, seed) for seed, s in enumerate((0.01, 3.0, 1.7 * wrapper.size / SAMPLE_RATE))]
-    worst = largest_difference(output, wrapper, clips)
-    if worst > TOLERANCE:
+    worst, worst_embedding = largest_difference(output, wrapper, clips)
+    if worst > TOLERANCE or worst_embedding > TOLERANCE:
         output.unlink()
-        raise RuntimeError(f"the ONNX graph of {checkpoint} differs from PyTorch by {worst:.2e} in a probability "
-                           f"(more than {TOLERANCE}): not written")
-    print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB); onnxruntime matches PyTorch within {worst:.1e}",
-          file=sys.stderr)
+        raise RuntimeError(f"the ONNX graph of {checkpoint} differs from PyTorch by {worst:.2e} in a probability and "
+                           f"{worst_embedding:.2e} (relative) in the embedding (more than {TOLERANCE}): not written")
+    print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB); onnxruntime matches PyTorch within {worst:.1e} "
+          f"(probabilities), {worst_embedding:.1e} (embedding, relative)", file=sys.stderr)
     return output
 
 

@@ -217,6 +217,8 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 class Recognizer(Scorer):
     """A checkpoint (a folder or a Hugging Face Hub id) loaded with PyTorch: 16 kHz audio in, probabilities out."""
 
+    runtime_name = "torch"
+
     def __init__(self, checkpoint: str | Path, batch_size: int = 8, device: str = "cpu",
                  trust_remote_code: bool = False, revision: str | None = None):
         import torch
@@ -307,16 +309,72 @@ class Recognizer(Scorer):
 
 
 class OnnxScorer(Scorer):
-    """The classifier exported by export.py, in onnxruntime (onnx_recognizer.py), behind the same calls."""
+    """The classifier exported by export.py, in onnxruntime (onnx_recognizer.py), behind the same calls.
 
-    def __init__(self, checkpoint: str | Path, batch_size: int = 8):
+    Like `Recognizer` it gives embeddings (`probabilities_and_embeddings`) and, for a model that standardises them
+    (`normalizes`), `model_statistics()` and `classify(embeddings, mean, std)`: infer.py --normalize and the app's
+    calibration to the user's voice run in onnxruntime too (the head in numpy, from the checkpoint's weights).
+    """
+
+    runtime_name = "onnx"
+
+    def __init__(self, checkpoint: str | Path, batch_size: int = 8, threads: int | None = None):
         from onnx_recognizer import OnnxRecognizer  # onnxruntime is imported only when asked for
 
-        self.runtime = OnnxRecognizer(checkpoint, batch_size=batch_size)
+        self.runtime = OnnxRecognizer(checkpoint, batch_size=batch_size, threads=threads)
         self.labels, self.window_seconds, self.batch_size = self.runtime.labels, self.runtime.window_seconds, batch_size
 
     def probabilities(self, clips: list[np.ndarray]) -> np.ndarray:
         return self.runtime.probabilities(clips)
+
+    def probabilities_and_embeddings(self, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if not self.runtime.has_embeddings:
+            return super().probabilities_and_embeddings(clips)  # NotImplementedError: an export without them
+        return self.runtime.probabilities_and_embeddings(clips)
+
+    @property
+    def embedding_dim(self) -> int:  # AttributeError (hasattr False) for a graph without embeddings
+        return self.runtime.embedding_dim
+
+    @property
+    def normalizes(self) -> bool:
+        return self.runtime.normalizes
+
+    def model_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.runtime.model_statistics()
+
+    def classify(self, embeddings: np.ndarray, mean: np.ndarray | None = None,
+                 std: np.ndarray | None = None) -> np.ndarray:
+        """Return probabilities (N, C) of pooled embeddings (N, D), as Recognizer.classify does (numpy)."""
+        return self.runtime.classify(embeddings, mean, std)
+
+    def unsure_below(self, adapted: bool = False) -> float | None:
+        """Return the top probability under which an answer in that mode is unsure (the checkpoint's config), or None."""
+        from calibration import unsure_below
+
+        head = self.runtime.head
+        return unsure_below(head.config, adapted) if head is not None else None
+
+
+def auto_runtime(checkpoint: str | Path, device: str = "auto", batch_size: int = 8) -> Scorer:
+    """Return onnxruntime float32 (OnnxScorer) for a checkpoint folder that exports (cached in $SER_CACHE/onnx) when
+    the model runs on the CPU, with its embeddings and head where it standardises them; else PyTorch (Recognizer)."""
+    folder = Path(checkpoint)
+    on_cpu = device == "cpu" or (device == "auto" and resolve_device("auto") == "cpu")
+    if on_cpu and folder.is_dir() and (folder / "config.json").is_file():
+        from export import NOT_EXPORTABLE
+
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("backbone") not in NOT_EXPORTABLE:
+            try:
+                scorer = OnnxScorer(folder, batch_size)
+                if scorer.normalizes or config.get("embedding_norm", "none") in ("none", None):
+                    return scorer
+                why = "its graph gives no embeddings to standardise"
+            except Exception as err:  # an export that fails or differs from PyTorch: serve PyTorch instead
+                why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            print(f"infer: {folder.name} runs in PyTorch: no ONNX export ({why})", file=sys.stderr)
+    return Recognizer.from_pretrained(checkpoint, device=device, batch_size=batch_size)
 
 
 # A runtime is a key here: the name given to --runtime -> a function (checkpoint, device, batch_size) -> Scorer.
@@ -324,6 +382,7 @@ RUNTIMES = {
     "torch": lambda checkpoint, device, batch_size: Recognizer.from_pretrained(checkpoint, device=device,
                                                                                batch_size=batch_size),
     "onnx": lambda checkpoint, device, batch_size: OnnxScorer(checkpoint, batch_size),  # CPU (onnxruntime)
+    "auto": auto_runtime,  # onnx where the checkpoint exports and runs on the CPU, else torch
 }
 
 
@@ -667,7 +726,8 @@ def run(checkpoint: str | None, output: str, inputs: list[str], segments: bool =
     if normalize != "none":
         if not getattr(scorer, "normalizes", False):
             raise SystemExit(f"--normalize {normalize}: this checkpoint standardises nothing (it was not trained with "
-                             "--embedding_norm); it scores each file alone")
+                             "--embedding_norm, or an .onnx file's checkpoint folder is not at hand: give the folder); "
+                             "it scores each file alone")
         if normalize == "speaker" and not speaker_pattern:
             raise SystemExit("--normalize speaker needs --speaker_pattern, a regular expression whose first group is "
                              "the speaker in a file name (e.g. '^(\\d\\d)' for EmoDB's 03a01Fa.wav)")
@@ -784,7 +844,10 @@ def main(argv: list[str] | None = None) -> None:
                              f"{audio_checks.MIN_SCORABLE_SECONDS} s), silent or without speech")
     parser.add_argument("--overwrite", action="store_true",
                         help="start over; without it, a rerun skips the files already in --output")
-    parser.add_argument("--runtime", choices=sorted(RUNTIMES), default="torch", help="what runs the model")
+    parser.add_argument("--runtime", choices=sorted(RUNTIMES), default="torch",
+                        help="what runs the model: torch (PyTorch), onnx (onnxruntime on the CPU; a checkpoint folder "
+                             "is exported once into $SER_CACHE/onnx), auto (onnx where the checkpoint exports and runs "
+                             "on the CPU, else torch); --normalize and --embeddings work with each")
     parser.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
                         help="auto: the int8 graph (onnxruntime, quantize.py) where the checkpoint's int8.json shows "
                              "it meets the drift bound (>= 99%% top-1 agreement with float32, <= 0.5 point of UA "

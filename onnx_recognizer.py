@@ -2,13 +2,20 @@
 
 `OnnxRecognizer` answers like `infer.Recognizer`: `labels`, `probabilities(clips)` -> (N, C),
 `windows(audio)` and `predict(audio)`. Given a checkpoint folder instead of an .onnx file, it exports
-the folder once into $SER_CACHE/onnx (default ~/.cache/ser/onnx), keyed by the weights and config, and
-reuses that file afterwards.
+the folder once into $SER_CACHE/onnx (default ~/.cache/ser/onnx), keyed by the weights, config and graph
+version, and reuses that file afterwards.
+
+Adapting to a speaker or user, as `infer.Recognizer` does: the graph also outputs the pooled embedding before
+standardisation (`probabilities_and_embeddings`), and `classify(embeddings, mean, std)` standardises it and applies
+the linear classifier and calibration temperature in numpy (`Head`), with the head's weights read from the
+checkpoint's safetensors: the folder given, or the one the graph was exported from (its metadata) if its weights
+are still the same. `normalizes` is true only then, for a model trained with --embedding_norm.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +24,8 @@ import numpy as np
 
 from models.waveform import SAMPLE_RATE, speech_parts, window_starts
 
-INPUT, OUTPUT = "waveform", "probabilities"  # export.py's graph names
+INPUT, OUTPUT, EMBEDDING = "waveform", "probabilities", "embedding"  # export.py's graph names
+GRAPH_VERSION = 2  # export.GRAPH_VERSION (not imported: export.py imports torch)
 
 
 @dataclass
@@ -31,18 +39,93 @@ class Window:
         return self.probs is not None
 
 
-def cached_export(checkpoint: Path) -> Path:
-    """Return the ONNX export of the checkpoint folder, exported now if this weights + config pair has none yet."""
+def weights_digest(checkpoint: Path) -> str:
+    """Return the digest of a checkpoint folder's config and weights (export.weights_digest, without torch)."""
     digest = hashlib.sha256()
     for name in ("config.json", "model.safetensors"):
-        digest.update((checkpoint / name).read_bytes())
+        digest.update((Path(checkpoint) / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_export(checkpoint: Path) -> Path:
+    """Return the ONNX export of the checkpoint folder, exported now if this weights + config pair has none yet."""
     cache = Path(os.environ.get("SER_CACHE", Path.home() / ".cache" / "ser")) / "onnx"
-    path = cache / f"{checkpoint.resolve().name}-{digest.hexdigest()[:16]}.onnx"
+    path = cache / f"{checkpoint.resolve().name}-{weights_digest(checkpoint)}-v{GRAPH_VERSION}.onnx"
     if not path.is_file():
         from export import export_onnx
 
-        export_onnx(checkpoint, path)
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.partial.onnx")  # an export cut short is never reused
+        try:
+            export_onnx(checkpoint, partial)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
     return path
+
+
+class Head:
+    """A checkpoint's standardisation, classifier and temperature in numpy: EmotionClassifier.classify in eval mode.
+
+    embeddings (N, F) -> standardised with (mean, std), (F,) or (N, F), when the model normalizes (the
+    checkpoint's training statistics when none are given) -> linear classifier (or Linear-ReLU-Linear with
+    classifier_hidden; dropout does nothing in eval) -> logits / the temperature of the mode (`temperature`) ->
+    softmax, in float32.
+    """
+
+    def __init__(self, folder: str | Path):
+        from safetensors import safe_open
+
+        folder = Path(folder)
+        config = json.loads((folder / "config.json").read_text())
+        self.config = config
+        self.normalizes = config.get("embedding_norm", "none") not in ("none", None)
+        with safe_open(str(folder / "model.safetensors"), framework="np") as weights:
+            read = lambda key: weights.get_tensor(key).astype(np.float32)  # noqa: E731 (float16 stored: as from_pretrained)
+            keys = set(weights.keys())
+            if "classifier.weight" in keys:  # nn.Linear
+                self.layers = [(read("classifier.weight"), read("classifier.bias"))]
+            else:  # nn.Sequential(Linear, ReLU, Dropout, Linear)
+                linear = sorted({int(k.split(".")[1]) for k in keys if k.startswith("classifier.") and k.endswith(".weight")})
+                self.layers = [(read(f"classifier.{i}.weight"), read(f"classifier.{i}.bias")) for i in linear]
+            if not self.layers:
+                raise ValueError(f"{folder.name}: no classifier weights in model.safetensors")
+            self.mean = read("embedding_mean") if self.normalizes else None
+            self.std = read("embedding_std") if self.normalizes else None
+        self.dim = int(self.layers[0][0].shape[1])
+
+    def logits(self, embeddings: np.ndarray, mean: np.ndarray | None = None, std: np.ndarray | None = None) -> np.ndarray:
+        mode = "adapted" if mean is not None else "alone"  # as EmotionClassifier.classify: given statistics adapt
+        raw = x = np.asarray(embeddings, dtype=np.float32)
+        if self.normalizes:
+            mean = self.mean if mean is None else np.asarray(mean, dtype=np.float32)
+            std = self.std if std is None else np.asarray(std, dtype=np.float32)
+            x = (x - mean) / std
+        for i, (weight, bias) in enumerate(self.layers):
+            x = x @ weight.T + bias
+            if i < len(self.layers) - 1:
+                x = np.maximum(x, np.float32(0))
+        return x / self.temperature(raw, mode)
+
+    def temperature(self, embeddings: np.ndarray, mode: str) -> np.ndarray | np.float32:
+        """Return the calibration temperature of `mode` ("alone" or "adapted"), as EmotionClassifier.temperature:
+        config.calibration_temperature without a per-mode `calibration`; else exp(intercept) of the mode, or, with a
+        slope, one per clip (N, 1) growing with its novelty: its mean squared embedding standardised with the
+        model's statistics, whatever statistics judge it."""
+        modes = self.config.get("calibration")
+        if not modes:
+            return np.float32(self.config.get("calibration_temperature", 1.0))
+        fit = modes.get(mode) or modes["alone"]
+        if not fit.get("slope") or not self.normalizes:
+            return np.float32(math.exp(fit["intercept"]))
+        novelty = (((embeddings - self.mean) / self.std) ** 2).mean(-1, keepdims=True)
+        log_t = np.float32(fit["intercept"]) + np.float32(fit["slope"]) * np.log(np.maximum(novelty, np.float32(1e-6)))
+        return np.exp(np.clip(log_t, np.float32(math.log(0.05)), np.float32(math.log(50.0))))
+
+    def probabilities(self, embeddings: np.ndarray, mean: np.ndarray | None = None,
+                      std: np.ndarray | None = None) -> np.ndarray:
+        logits = self.logits(embeddings, mean, std)
+        e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 class OnnxRecognizer:
@@ -52,10 +135,11 @@ class OnnxRecognizer:
         import onnxruntime
 
         path = Path(model)
+        folder = None  # the checkpoint whose head classifies embeddings
         if path.is_dir():
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(f"{path} is not a checkpoint folder (no config.json)")
-            path = cached_export(path)
+            folder, path = path, cached_export(path)
         elif not path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file or checkpoint folder")
         options = onnxruntime.SessionOptions()
@@ -69,13 +153,60 @@ class OnnxRecognizer:
         self.window_seconds = float(meta.get("max_seconds", 10.0))
         self.path = path
         self.batch_size = batch_size
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.has_embeddings = EMBEDDING in self.outputs  # graphs exported before GRAPH_VERSION 2 have none
+        if folder is None and meta.get("source_folder"):  # an .onnx file: its checkpoint, if unchanged since
+            source = Path(meta["source_folder"])
+            if (source / "config.json").is_file() and (source / "model.safetensors").is_file() \
+                    and weights_digest(source) == meta.get("weights"):
+                folder = source
+        # float32 only: an int8 graph's embeddings drift (quantize.py) and its calibration was never measured, so it
+        # judges each clip alone, as app.py --precision int8 says
+        float32 = meta.get("precision", "fp32") != "int8"
+        self.head = Head(folder) if self.has_embeddings and folder is not None and float32 else None
+
+    @property
+    def normalizes(self) -> bool:
+        """Whether embeddings can be standardised with other statistics: a model trained with --embedding_norm
+        whose graph outputs embeddings and whose checkpoint (the head's weights) is at hand."""
+        return self.head is not None and self.head.normalizes
+
+    @property
+    def embedding_dim(self) -> int:
+        if not self.has_embeddings:
+            raise AttributeError(f"{self.path.name} has no embedding output (exported before it had one)")
+        return self.head.dim if self.head else int(self.session.get_outputs()[self.outputs.index(EMBEDDING)].shape[-1])
+
+    def model_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return the statistics the model uses for a clip heard alone (its training groups' average)."""
+        if not self.normalizes:
+            raise ValueError(f"{self.path.name}: this model standardises nothing (or its checkpoint is not at hand)")
+        return self.head.mean, self.head.std
+
+    def classify(self, embeddings: np.ndarray, mean: np.ndarray | None = None,
+                 std: np.ndarray | None = None) -> np.ndarray:
+        """Return probabilities (N, C) of pooled embeddings (N, D), standardised with (mean, std) when given."""
+        if self.head is None:
+            raise ValueError(f"{self.path.name}: no classifier head at hand (give the checkpoint folder)")
+        return self.head.probabilities(embeddings, mean, std)
+
+    def probabilities_and_embeddings(self, clips: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Return probabilities (N, C) and pooled embeddings (N, F), before standardisation, of N clips."""
+        if not self.has_embeddings:
+            raise ValueError(f"{self.path.name} has no embedding output: export the checkpoint again (export.py)")
+        probs, vectors = self._run(clips, [OUTPUT, EMBEDDING])
+        return probs, vectors
 
     def probabilities(self, clips: list[np.ndarray]) -> np.ndarray:
         """Return probabilities (N, C) for N clips of 16 kHz audio, clips of equal length batched together.
 
         A clip longer than the window is windowed inside the graph (windows averaged).
         """
-        out = np.zeros((len(clips), len(self.labels)), dtype=np.float32)
+        return self._run(clips, [OUTPUT])[0]
+
+    def _run(self, clips: list[np.ndarray], names: list[str]) -> list[np.ndarray]:
+        """Return the graph's outputs `names` for N clips, each (N, ...): clips of equal length batched together."""
+        out: list = [None] * len(names)
         by_length: dict[int, list[int]] = {}
         for i, clip in enumerate(clips):
             by_length.setdefault(len(clip), []).append(i)
@@ -83,7 +214,12 @@ class OnnxRecognizer:
             for start in range(0, len(group), self.batch_size):
                 chosen = group[start:start + self.batch_size]
                 batch = np.stack([np.asarray(clips[i], dtype=np.float32) for i in chosen])
-                out[chosen] = self.session.run([OUTPUT], {INPUT: batch})[0]
+                for k, got in enumerate(self.session.run(names, {INPUT: batch})):
+                    if out[k] is None:
+                        out[k] = np.zeros((len(clips), *got.shape[1:]), dtype=np.float32)
+                    out[k][chosen] = got
+        if not clips:
+            return [np.zeros((0, len(self.labels) if name == OUTPUT else self.embedding_dim), np.float32) for name in names]
         return out
 
     def windows(self, audio: np.ndarray) -> list[Window]:

@@ -53,15 +53,17 @@ def test_onnxruntime_scores_real_speech_as_pytorch(name, exported, speech):
 
 
 def test_graph_interface_for_quantisation(exported, speech):
-    """One fp32 graph: input waveform (batch, samples), output probabilities (batch, labels), labels in metadata."""
+    """One fp32 graph: input waveform (batch, samples), outputs probabilities (batch, labels) first, then the pooled
+    embedding (batch, features); labels in metadata."""
     import onnx
     import onnxruntime
 
     graph = onnx.load(str(exported["cnn1d-light"]))
-    (inp,), (out,) = graph.graph.input, graph.graph.output
-    assert (inp.name, out.name) == ("waveform", "probabilities")
+    (inp,), (out, embedding) = graph.graph.input, graph.graph.output
+    assert (inp.name, out.name, embedding.name) == ("waveform", "probabilities", "embedding")
     assert [d.dim_param for d in inp.type.tensor_type.shape.dim] == ["batch", "samples"]
     assert inp.type.tensor_type.elem_type == out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert embedding.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     meta = {p.key: p.value for p in graph.metadata_props}
     id2label = json.loads((ROOT / "tests" / "checkpoints" / "cnn1d-light" / "config.json").read_text())["id2label"]
     assert json.loads(meta["labels"]) == [id2label[str(i)] for i in range(len(id2label))]

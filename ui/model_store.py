@@ -140,7 +140,8 @@ class ModelStore:
 
     def __init__(self, root: str | Path, loader=None):
         self.root = Path(root)
-        self.loader = loader  # checkpoint folder -> scorer (default: infer.Recognizer, float32 PyTorch)
+        self.loader = loader  # checkpoint folder -> scorer (default: infer.Recognizer, float32 PyTorch; app.py:
+        #                       infer.load_scorer by --runtime and --precision, onnxruntime where the checkpoint exports)
         self.refused: dict[str, str] = {}  # checkpoint name -> why it is not offered (for the server log)
         self.checkpoints = {c.name: c for c in list_checkpoints(self.root, self.refused)}
         self.default = default_checkpoint(self.root, list(self.checkpoints.values()))

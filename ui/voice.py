@@ -4,8 +4,9 @@ A model trained with --embedding_norm standardises each pooled embedding before 
 heard alone gets the training groups' average statistics; the statistics of the user's own recordings take out
 part of what their voice, language, room and microphone add: every recording analysed so far in this page session,
 drawn towards the model's statistics while there are few (normalization.shrunk_statistics). On unless the user
-turns it off; Reset forgets the recordings. Only float32 PyTorch models that standardise can adapt (others judge
-each clip alone). Simulated users (the speakers of corpora the default recipe never heard: benchmark/users.py,
+turns it off; Reset forgets the recordings. Only float32 models that standardise can adapt, in PyTorch
+(infer.Recognizer) or onnxruntime (infer.OnnxScorer: the export's embedding output, the head in numpy); others
+judge each clip alone. Simulated users (the speakers of corpora the default recipe never heard: benchmark/users.py,
 docs/benchmarks.md) gained 6 points of UA this way (0.49 -> 0.55); two clips of calm speech instead
 (normalization.from_calm_speech) lost 7, so the page does not ask for them.
 """
@@ -36,7 +37,7 @@ class Embedder:
 
 
 def adapts(recognizer) -> bool:
-    """Whether `recognizer` standardises its embeddings and can return them (a float32 PyTorch Recognizer)."""
+    """Whether `recognizer` standardises its embeddings and can return them (a float32 Recognizer or OnnxScorer)."""
     return bool(getattr(recognizer, "normalizes", False)) and hasattr(recognizer, "classify")
 
 
