@@ -119,14 +119,16 @@ def records(checkpoint: str, todo: list[str], *, runtime: str = "torch", precisi
         items = [{"index": i, "path": path, "file": os.path.abspath(path)} for i, path in enumerate(todo)]
         dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // chunk)))
         scored = dataset.map_batches(
-            ScoreBatch, batch_size=chunk, compute=ray.data.ActorPoolStrategy(size=n), num_cpus=cpus_per_actor,
-            num_gpus=gpus_per_actor,
+            ScoreBatch, batch_size=chunk, num_cpus=cpus_per_actor, num_gpus=gpus_per_actor,
+            # a fixed pool; one block per actor at a time, so blocks finish (and are written) in input order
+            compute=ray.data.ActorPoolStrategy(size=n, max_tasks_in_flight_per_actor=1),
             fn_constructor_args=(where, inside_root, runtime, precision, "cuda" if gpus_per_actor > 0 else "cpu",
                                  batch_size, embeddings, max_seconds, allow_nonspeech,
                                  max(1, int(cpus_per_actor))))
         waiting, next_index = {}, 0
-        for row in scored.iter_rows():
-            waiting[int(row["index"])] = pickle.loads(row["record"])
+        # whole blocks as they come, none held back (iter_rows' prefetch keeps one block back: a killed run loses it)
+        for batch in scored.iter_batches(batch_size=None, prefetch_batches=0, batch_format="numpy"):
+            waiting.update((int(i), pickle.loads(r)) for i, r in zip(batch["index"], batch["record"]))
             while next_index in waiting:
                 yield waiting.pop(next_index)
                 next_index += 1
