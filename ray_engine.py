@@ -117,9 +117,10 @@ def records(checkpoint: str, todo: list[str], *, runtime: str = "torch", precisi
         n = actors or default_actors(cpus_per_actor, gpus_per_actor)
         where, inside_root = _checkpoint_for_workers(checkpoint)
         items = [{"index": i, "path": path, "file": os.path.abspath(path)} for i, path in enumerate(todo)]
-        dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // chunk)))
-        scored = dataset.map_batches(
-            ScoreBatch, batch_size=chunk, num_cpus=cpus_per_actor, num_gpus=gpus_per_actor,
+        blocks = max(1, -(-len(items) // chunk))
+        dataset = ray.data.from_items(items, override_num_blocks=blocks)  # blocks of len // blocks files, or one more
+        scored = dataset.map_batches(  # so that one block is one actor call
+            ScoreBatch, batch_size=len(items) // blocks, num_cpus=cpus_per_actor, num_gpus=gpus_per_actor,
             # a fixed pool; one block per actor at a time, so blocks finish (and are written) in input order
             compute=ray.data.ActorPoolStrategy(size=n, max_tasks_in_flight_per_actor=1),
             fn_constructor_args=(where, inside_root, runtime, precision, "cuda" if gpus_per_actor > 0 else "cpu",
