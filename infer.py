@@ -5,6 +5,7 @@
     python infer.py --format jsonl --top_k 3 --output - folder/    # JSON lines, the 3 likeliest emotions
     python infer.py --embeddings emb.npy --output out.csv folder/  # also one pooled embedding per file
     python infer.py --checkpoint owner/model --device cuda --batch_size 32 --output out.jsonl folder/
+    python infer.py --engine ray --output out.csv archive/         # Ray Data actors; RAY_ADDRESS=... for a cluster
 
 Each row: `path` (as found from the INPUT given), `label` (top emotion), each emotion's probability
 (with --top_k K: the K likeliest as label_1, prob_1, ...), `error` (why a file was not scored: the
@@ -655,7 +656,8 @@ def run(checkpoint: str | None, output: str, inputs: list[str], segments: bool =
     ready = {}  # --normalize: every file was scored in a first pass, with its group's statistics
     if normalize != "none":
         if engine == "ray":
-            raise SystemExit(f"--normalize {normalize} needs every file's embedding before any row: not with --engine ray")
+            raise SystemExit(f"--normalize {normalize} needs every file's embedding before any row: "
+                             "not with --engine ray")
         if not getattr(scorer, "normalizes", False):
             raise SystemExit(f"--normalize {normalize}: this checkpoint standardises nothing (it was not trained with "
                              "--embedding_norm); it scores each file alone")
@@ -785,8 +787,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", choices=["local", "ray"], default="local",
                         help="local: this process; ray: Ray Data actors that each load the model once, on a local Ray "
                              "instance, or on the cluster named by the RAY_ADDRESS environment variable (e.g. "
-                             "ray://head:10001; every node must see INPUT and the checkpoint at the same paths). Same "
-                             "rows, same order, same resume (ray_engine.py)")
+                             "ray://head:10001; every node must see INPUT at the same paths, and the checkpoint "
+                             "unless it lies in this folder or is a Hub id). Same rows, same order, same resume "
+                             "(ray_engine.py)")
     parser.add_argument("--ray_actors", type=int, default=None, metavar="N",
                         help="--engine ray: scoring actors (default: as many as the cluster's CPUs allow, leaving one "
                              "CPU free for Ray's own work; with --ray_gpus_per_actor, the cluster's GPUs)")

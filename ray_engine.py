@@ -80,7 +80,9 @@ def default_actors(cpus_per_actor: float, gpus_per_actor: float) -> int:
 
     resources = ray.cluster_resources()
     if gpus_per_actor > 0:
-        return max(1, int(resources.get("GPU", 0) // gpus_per_actor))
+        if not resources.get("GPU"):  # the actors would wait for ever
+            raise SystemExit("--ray_gpus_per_actor: the Ray cluster has no GPU (0 scores on CPU)")
+        return max(1, int(resources["GPU"] // gpus_per_actor))
     return max(1, int((resources.get("CPU", 1) - 1) // cpus_per_actor))
 
 

@@ -137,10 +137,12 @@ def agreement(a: Path, b: Path, labels: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmark.ray_engine", description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=100, help="RAVDESS clips scored by each engine (default 100)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument("--output", type=Path, default=RESULTS,
+                        help=f"results JSON (default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args(argv)
 
     import ray
+    import soundfile
     import torch
 
     import infer
@@ -150,12 +152,14 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.monotonic()
     scorer = infer.load_scorer(infer.default_checkpoint(), device="cpu")
     load_s = time.monotonic() - start
-    results = {"command": "python -m benchmark." + Path(__file__).stem + "".join(f" {a}" for a in (argv or sys.argv[1:])),
+    command = " ".join(["python -m benchmark.ray_engine", *(sys.argv[1:] if argv is None else argv)])
+    results = {"command": command,
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                "checkpoint": str(Path(infer.default_checkpoint()).relative_to(ROOT)),
                "files": f"{len(files)} RAVDESS clips (16 kHz FLAC, evenly spread over ../shared/corpora/ravdess)",
-               "audio_seconds": round(sum(__import__("soundfile").info(f).duration for f in files), 1),
-               "machine": machine(), "niceness": os.nice(0), "ray": ray.__version__, "model_load_s": round(load_s, 2), "runs": {}}
+               "audio_seconds": round(sum(soundfile.info(f).duration for f in files), 1),
+               "machine": machine(), "niceness": os.nice(0), "ray": ray.__version__,
+               "model_load_s": round(load_s, 2), "runs": {}}
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)

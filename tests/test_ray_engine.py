@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def folder(tmp_path_factory, emodb_rows) -> Path:
     """Seven real EmoDB clips (speakers 03 and 08, several emotions) and one text file named .wav."""
     folder = tmp_path_factory.mktemp("archive")
-    chosen = [r for r in emodb_rows if r.speaker == "emodb:03"][:4] + [r for r in emodb_rows if r.speaker == "emodb:08"][:3]
+    chosen = ([r for r in emodb_rows if r.speaker == "emodb:03"][:4]
+              + [r for r in emodb_rows if r.speaker == "emodb:08"][:3])
     for row in chosen:
         (folder / Path(row.path).name).symlink_to(Path(row.path).resolve())
     (folder / "not_audio.wav").write_text("this is a text file, not a recording\n")
@@ -116,7 +117,8 @@ def test_ray_jsonl_with_top_k_and_segments_equals_local(tmp_path, folder, scorer
         if w["probabilities"]:
             assert list(g["probabilities"]) == list(w["probabilities"])
             assert np.allclose(list(g["probabilities"].values()), list(w["probabilities"].values()), atol=1e-5)
-            assert [(x["start_s"], x["end_s"]) for x in g["windows"]] == [(x["start_s"], x["end_s"]) for x in w["windows"]]
+            spans = [[(x["start_s"], x["end_s"]) for x in item["windows"]] for item in (g, w)]
+            assert spans[0] == spans[1]
 
 
 def test_cli_documents_the_ray_flags_and_refuses_normalize(tmp_path, folder, scorer, capsys):
@@ -128,3 +130,15 @@ def test_cli_documents_the_ray_flags_and_refuses_normalize(tmp_path, folder, sco
     with pytest.raises(SystemExit, match="not with --engine ray"):
         infer.run(infer.default_checkpoint(), str(tmp_path / "out.csv"), [str(folder)], scorer=scorer, engine="ray",
                   normalize="folder")
+
+
+def test_actors_and_the_checkpoint_as_the_workers_see_it(local_ray, tmp_path):
+    import ray_engine
+
+    assert ray_engine.default_actors(1.0, 0.0) == 1  # 2 CPUs: one actor, one CPU left for Ray's own work
+    with pytest.raises(SystemExit, match="no GPU"):
+        ray_engine.default_actors(1.0, 1.0)
+    inside = ray_engine._checkpoint_for_workers(infer.default_checkpoint())
+    assert inside == (str(Path(infer.default_checkpoint()).relative_to(ROOT)), True)  # found in each node's copy
+    assert ray_engine._checkpoint_for_workers(str(tmp_path)) == (str(tmp_path.resolve()), False)
+    assert ray_engine._checkpoint_for_workers("owner/model") == ("owner/model", False)  # a Hub id
