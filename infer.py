@@ -5,6 +5,7 @@
     python infer.py --format jsonl --top_k 3 --output - folder/    # JSON lines, the 3 likeliest emotions
     python infer.py --embeddings emb.npy --output out.csv folder/  # also one pooled embedding per file
     python infer.py --checkpoint owner/model --device cuda --batch_size 32 --output out.jsonl folder/
+    python infer.py --engine ray --output out.csv archive/         # Ray Data actors; RAY_ADDRESS=... for a cluster
 
 Each row: `path` (as found from the INPUT given), `label` (top emotion), each emotion's probability
 (with --top_k K: the K likeliest as label_1, prob_1, ...), `error` (why a file was not scored: the
@@ -612,6 +613,16 @@ def _score(scorer: Scorer, audios: list[np.ndarray], embeddings: bool) -> list[P
     return out
 
 
+def score_decoded(scorer: Scorer, decoded: Sequence[tuple[str, object]], embeddings: bool = False) -> list[Record]:
+    """Return the output Record of each (path, _decode's result) pair, the decoded ones scored together.
+
+    The one scoring path of both engines: the local loop and each Ray actor (ray_engine.py) call it.
+    """
+    good = [i for i, (_, result) in enumerate(decoded) if isinstance(result, np.ndarray)]  # decoded audio
+    results = dict(zip(good, _score(scorer, [decoded[i][1] for i in good], embeddings))) if good else {}
+    return [_record(path, results.get(i, result)) for i, (path, result) in enumerate(decoded)]
+
+
 def _record(path: str, result) -> Record:
     if isinstance(result, audio_checks.Rejected):
         return Record(path, error=result.message, reason=result.reason)
@@ -690,12 +701,38 @@ def group_statistics_pass(scorer: Scorer, files: list[str], normalize: str, patt
     return results
 
 
+def _local_records(scorer: Scorer, todo: list[str], ready: dict, batch_size: int, max_seconds: float | None,
+                   allow_nonspeech: bool, embeddings: bool):
+    """The local engine: yield each file's Record in input order, files decoded ahead in threads."""
+    chunk = max(batch_size * 4, 16)  # files decoded ahead and scored together
+    workers = max(1, min(4, os.cpu_count() or 1))
+    pool = ThreadPoolExecutor(workers)
+    try:
+        pending = deque()
+        queue = iter(todo)
+        while True:
+            while len(pending) < 2 * chunk and (path := next(queue, None)) is not None:
+                pending.append((path, pool.submit(ready.get, path) if ready else
+                                pool.submit(_decode, path, max_seconds, allow_nonspeech)))
+            if not pending:
+                break
+            batch = [pending.popleft() for _ in range(min(chunk, len(pending)))]
+            yield from score_decoded(scorer, [(path, future.result()) for path, future in batch], embeddings)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def run(checkpoint: str | None, output: str, inputs: list[str], segments: bool = False, fmt: str | None = None,
         device: str = "auto", batch_size: int = 8, top_k: int | None = None, embeddings: str | None = None,
         max_seconds: float | None = DEFAULT_MAX_SECONDS, allow_nonspeech: bool = False, overwrite: bool = False,
         runtime: str = "torch", scorer: Scorer | None = None, normalize: str = "none",
-        speaker_pattern: str | None = None) -> int:
-    """Score every audio file under `inputs` into `output` ("-": standard output); return how many failed."""
+        speaker_pattern: str | None = None, engine: str = "local", precision: str = "auto",
+        ray_options: dict | None = None) -> int:
+    """Score every audio file under `inputs` into `output` ("-": standard output); return how many failed.
+
+    engine "ray": scored by Ray Data actors (ray_engine.py; `ray_options`: its actors, cpus_per_actor,
+    gpus_per_actor, address), the same rows in the same order; `scorer` then only gives the labels.
+    """
     checkpoint = checkpoint or default_checkpoint()
     if scorer is None:
         if checkpoint is None:
@@ -724,6 +761,9 @@ def run(checkpoint: str | None, output: str, inputs: list[str], segments: bool =
               file=sys.stderr)
     ready = {}  # --normalize: every file was scored in a first pass, with its group's statistics
     if normalize != "none":
+        if engine == "ray":
+            raise SystemExit(f"--normalize {normalize} needs every file's embedding before any row: "
+                             "not with --engine ray")
         if not getattr(scorer, "normalizes", False):
             raise SystemExit(f"--normalize {normalize}: this checkpoint standardises nothing (it was not trained with "
                              "--embedding_norm, or an .onnx file's checkpoint folder is not at hand: give the folder); "
@@ -738,32 +778,24 @@ def run(checkpoint: str | None, output: str, inputs: list[str], segments: bool =
         handle.flush()
     progress = Progress(len(files), len(files) - len(todo))
     failed = 0
-    chunk = max(batch_size * 4, 16)  # files decoded ahead and scored together
-    workers = max(1, min(4, os.cpu_count() or 1))
-    pool = ThreadPoolExecutor(workers)
+    if engine == "ray":  # the same records, scored by Ray Data actors (ray_engine.py), in input order
+        import ray_engine
+
+        records = ray_engine.records(checkpoint, todo, runtime=runtime, precision=precision, device=device,
+                                     batch_size=batch_size, embeddings=bool(embeddings), max_seconds=max_seconds,
+                                     allow_nonspeech=allow_nonspeech, **(ray_options or {}))
+    else:
+        records = _local_records(scorer, todo, ready, batch_size, max_seconds, allow_nonspeech, bool(embeddings))
     try:
-        pending = deque()
-        queue = iter(todo)
-        while True:
-            while len(pending) < 2 * chunk and (path := next(queue, None)) is not None:
-                pending.append((path, pool.submit(ready.get, path) if ready else
-                                pool.submit(_decode, path, max_seconds, allow_nonspeech)))
-            if not pending:
-                break
-            batch = [pending.popleft() for _ in range(min(chunk, len(pending)))]
-            decoded = [(path, future.result()) for path, future in batch]
-            good = [i for i, (_, result) in enumerate(decoded) if isinstance(result, np.ndarray)]  # decoded audio
-            results = dict(zip(good, _score(scorer, [decoded[i][1] for i in good], bool(embeddings)))) if good else {}
-            for i, (path, result) in enumerate(decoded):
-                record = _record(path, results.get(i, result))
-                failed += bool(record.error)
-                with SIGNALS.held():  # a file's rows and its embedding, or neither
-                    handle.write(writer.encode(record))  # one write per file: a killed run leaves whole rows
-                    handle.flush()
-                    store.add(record)
-                progress.update()
+        for record in records:
+            failed += bool(record.error)
+            with SIGNALS.held():  # a file's rows and its embedding, or neither
+                handle.write(writer.encode(record))  # one write per file: a killed run leaves whole rows
+                handle.flush()
+                store.add(record)
+            progress.update()
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        records.close()
         store.save()
         if not to_stdout:
             handle.close()
@@ -862,22 +894,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speaker_pattern", default=None, metavar="REGEX",
                         help="with --normalize speaker: a regular expression searched in each file name; its first "
                              "group (else the whole match) is the speaker, e.g. '^(\\d\\d)' for EmoDB")
+    parser.add_argument("--engine", choices=["local", "ray"], default="local",
+                        help="local: this process; ray: Ray Data actors that each load the model once, on a local Ray "
+                             "instance, or on the cluster named by the RAY_ADDRESS environment variable (e.g. "
+                             "ray://head:10001; every node must see INPUT at the same paths, and the checkpoint "
+                             "unless it lies in this folder or is a Hub id). Same rows, same order, same resume "
+                             "(ray_engine.py)")
+    parser.add_argument("--ray_actors", type=int, default=None, metavar="N",
+                        help="--engine ray: scoring actors (default: as many as the cluster's CPUs allow, leaving one "
+                             "CPU free for Ray's own work; with --ray_gpus_per_actor, the cluster's GPUs)")
+    parser.add_argument("--ray_cpus_per_actor", type=float, default=1.0, metavar="C",
+                        help="--engine ray: CPUs each actor reserves, and its torch threads (default 1)")
+    parser.add_argument("--ray_gpus_per_actor", type=float, default=0.0, metavar="G",
+                        help="--engine ray: GPUs each actor reserves (e.g. 1, or 0.5 to share one), on GPU nodes; "
+                             "above 0 the actors score on cuda (default 0: CPU)")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or (args.top_k is not None and args.top_k < 1):
         parser.error("--batch_size and --top_k must be at least 1")
+    if args.engine == "ray" and ((args.ray_actors is not None and args.ray_actors < 1) or args.ray_cpus_per_actor <= 0
+                                 or args.ray_gpus_per_actor < 0):
+        parser.error("--ray_actors must be at least 1, --ray_cpus_per_actor above 0, --ray_gpus_per_actor at least 0")
     previous = SIGNALS.install()
     try:
         checkpoint = args.checkpoint or default_checkpoint()
         if checkpoint is None:
             parser.error("no --checkpoint given and no default named in checkpoints/default.txt")
-        try:
-            scorer = load_scorer(checkpoint, args.runtime, args.precision, args.device, args.batch_size,
+        try:  # with --engine ray this one only gives the labels: on this machine's CPU; the actors score
+            scorer = load_scorer(checkpoint, args.runtime, args.precision,
+                                 "cpu" if args.engine == "ray" else args.device, args.batch_size,
                                  embeddings=bool(args.embeddings) or args.normalize != "none")
         except (FileNotFoundError, ValueError) as err:
             raise SystemExit(f"infer: {err}") from None
+        ray_options = {"actors": args.ray_actors, "cpus_per_actor": args.ray_cpus_per_actor,
+                       "gpus_per_actor": args.ray_gpus_per_actor}
         run(checkpoint, args.output, args.inputs, args.segments, args.format, args.device, args.batch_size,
             args.top_k, args.embeddings, args.max_seconds or None, args.allow_nonspeech, args.overwrite, args.runtime,
-            scorer=scorer, normalize=args.normalize, speaker_pattern=args.speaker_pattern)
+            scorer=scorer, normalize=args.normalize, speaker_pattern=args.speaker_pattern, engine=args.engine,
+            precision=args.precision, ray_options=ray_options)
     except KeyboardInterrupt as err:
         where = ("" if args.output == "-"
                  else f"; {args.output} holds every file finished so far: the same command resumes")
