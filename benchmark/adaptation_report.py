@@ -82,10 +82,11 @@ def write_report(results: dict, doc: Path) -> Path:
         for mode, block in recipe["modes"].items():
             cells = [f"{block['folds'][c]['ua']:.3f}" for c in _corpora(recipes)]
             lines.append(f"| `{name}`: {recipe['title']} | {mode} | " + " | ".join(cells) +
-                         f" | **{block['loco_mean_ua']:.3f}** | {block['cv_mean_ua']:.3f} |")
+                         f" | **{block['loco_mean_ua']:.3f}** | " +
+                         ("not run" if block["cv_mean_ua"] is None else f"{block['cv_mean_ua']:.3f}") + " |")
     lines += ["", "Recipes: " + "; ".join(f"`{n}` = train.py defaults {' '.join(r['flags']) or '(nothing added)'}"
                                           for n, r in recipes.items()) + ".", ""]
-    lines += _users(recipes) + _leakage(results.get("leakage", {}), recipes["std_all"])
+    lines += _users(recipes) + _leakage(results.get("leakage", {}), recipes[chosen], chosen)
     lines += _calibration(recipes[chosen], chosen, doc) + _unsure(recipes[chosen], chosen)
     lines += _aims(recipes[chosen], chosen)
     doc.write_text("\n".join(lines) + "\n")
@@ -113,21 +114,21 @@ def _users(recipes: dict) -> list[str]:
     return lines + [""]
 
 
-def _leakage(variants: dict, reference: dict) -> list[str]:
+def _leakage(variants: dict, reference: dict, name: str) -> list[str]:
     """The default recipe with the text cues of ASED and the Korean scripts taken away, on the same LOCO folds."""
     if not variants:
         return []
     corpora = [c for c in reference["modes"]["alone"]["folds"] if not c.startswith("speaker fold")]
     lines = ["## Lexical leakage", "",
              "ASED's sentences 03-07 are emotion-specific texts and the Korean `ne?` speakers read emotional "
-             "scripts: a model could learn words rather than voices. The default recipe (`std_all`) again, leave "
+             f"scripts: a model could learn words rather than voices. The default recipe (`{name}`) again, leave "
              "one corpus out, with those cues taken away. A left-out ASED is then tested on its common texts only "
              "(other clips than the first row's); the other columns test the same clips.", "",
              "| training data | mode | " + " | ".join(corpora) + " | mean of the corpora tested in both |",
              "|---|---|" + "---|" * (len(corpora) + 1)]
     for mode in reference["modes"]:
         base = {c: reference["modes"][mode]["folds"][c]["ua"] for c in corpora}
-        lines.append(f"| all five (`std_all`) | {mode} | " + " | ".join(f"{base[c]:.3f}" for c in corpora) + " | |")
+        lines.append(f"| all five (`{name}`) | {mode} | " + " | ".join(f"{base[c]:.3f}" for c in corpora) + " | |")
         for variant in variants.values():
             got = variant["modes"][mode]
             shared = [c for c in corpora if c in got]

@@ -85,7 +85,8 @@ class System:
 
 # train.py's defaults before issue 12 made the best measured recipe its default: the systems measured before keep them
 PRE_ISSUE_12 = {"--pooling": "attention", "--layer_mix": "last", "--projector_dim": "256", "--classifier_hidden": "256",
-                "--val_speakers": "1", "--num_train_epochs": "40", "--embedding_norm": "none", "--first_layer": "0"}
+                "--val_speakers": "1", "--num_train_epochs": "40", "--embedding_norm": "none", "--first_layer": "0",
+                "--train_alone": "false"}
 
 
 def pinned(flags: tuple[str, ...]) -> tuple[str, ...]:

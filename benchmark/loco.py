@@ -24,7 +24,8 @@ def linear(*extra: str, pooling: str = "mean", norm: str = "none") -> tuple[str,
     learned weights before it: the path where per-group standardisation of the embedding is possible)."""
     return WHISPER + ("--layer_mix", "concat", "--projector_dim", "0", "--pooling", pooling, "--classifier_hidden", "0",
                       "--num_train_epochs", "20", "--per_device_train_batch_size", "32", "--val_speakers", "0",
-                      "--embedding_norm", norm) + (() if "--first_layer" in extra else ("--first_layer", "0")) + extra
+                      "--embedding_norm", norm) + (() if "--first_layer" in extra else ("--first_layer", "0")) + (
+                      () if "--train_alone" in extra else ("--train_alone", "false")) + extra
 
 
 # (name, title, flags): each a LOCO idea, measured against BASELINE_SYSTEM on the same folds

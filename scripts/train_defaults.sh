@@ -3,12 +3,13 @@
 # metrics.json exists is kept (delete its folder to run it again).
 #
 # whisper-base-std-linear: train.py's default recipe (frozen Whisper-base, the mean of layers 1-6 side by side,
-# standardised, a linear classifier, 20 epochs) on every corpus in ../shared, over the emotions that at least two
-# corpora carry: calm, boredom and surprise come from one corpus each and are left out (merging calm into neutral
-# instead made no difference to leave-one-corpus-out UA on the same test clips, 0.473 against 0.472:
-# docs/benchmarks.md, "Which emotions"). First the same recipe
-# leaving one corpus out (the generalization figures, and the calibration temperature stored in the checkpoint),
-# then 5 speaker folds (the within-corpus figures), then the final model on everything.
+# standardised per training speaker and also as if each clip were alone, so one linear classifier serves a clip
+# judged alone and a clip adapted to its speaker; 20 epochs) on every corpus in ../shared, over the emotions that at
+# least two corpora carry: calm, boredom and surprise come from one corpus each and are left out (merging calm into
+# neutral instead made no difference to leave-one-corpus-out UA, docs/benchmarks.md, "Which emotions"). First the
+# same recipe leaving one corpus out (the generalization figures) and 5 speaker folds (the within-corpus figures);
+# each mode's calibration is fit on both runs' held-out clips together; simulated users on the LOCO folds; then the
+# final model on everything (docs/adaptation.md compares the recipes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ENC=${ENC:-../shared/models/whisper-base-encoder}
@@ -23,8 +24,10 @@ step() {  # step FOLDER train.py-flags...: run train.py unless FOLDER/metrics.js
 }
 step runs/default_loco --protocol loco
 step runs/default_cv --protocol speaker_kfold --folds 5
+[ -f runs/default_loco/users.json ] || python -m benchmark.adaptation users --cell runs/default_loco
 step checkpoints/$NAME --protocol all --save_fp16 true \
-    --loco_metrics runs/default_loco/metrics.json --cv_metrics runs/default_cv/metrics.json
+    --loco_metrics runs/default_loco/metrics.json --cv_metrics runs/default_cv/metrics.json \
+    --users_metrics runs/default_loco/users.json
 python quantize.py --checkpoint checkpoints/$NAME  # int8: measured, used only where it meets the bound
 echo $NAME > checkpoints/default.txt
 

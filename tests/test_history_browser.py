@@ -1,0 +1,71 @@
+"""In real headless Chromium, the app serving the committed default: as the page learns the user's voice, the
+history of the session's recordings re-judges the earlier ones with the others (real EmoDB recordings)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from playwright.sync_api import sync_playwright
+
+from tests.ui_helpers import CHROMIUM, CHROMIUM_FLAGS, ROOT, recording, require, start_app, stop_app
+
+CLIPS = ["03a01Wa.wav", "03a01Nc.wav", "03a02Ta.wav"]  # speaker 03: angry, neutral, sad
+WAIT_MS = 90_000
+
+
+@pytest.fixture(scope="module")
+def page():
+    require(CHROMIUM.exists(), f"{CHROMIUM} not found (apt-get install chromium)")
+    proc, url, _ = start_app(ROOT / "checkpoints", "--runtime", "torch", timeout=180)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.goto(url)
+            page.wait_for_selector("#model-choice input", timeout=WAIT_MS)
+            yield page
+            browser.close()
+    finally:
+        stop_app(proc)
+
+
+def analyse(page, path, previous: str) -> str:
+    page.click("#audio-input button[aria-label='Upload file']")
+    page.set_input_files("#audio-input input[type=file]", str(path))
+    page.wait_for_function("prev => { const t = document.querySelector('#result-note').innerText;"
+                           " return t.includes('s to analyse') && t !== prev; }", arg=previous, timeout=WAIT_MS)
+    return page.inner_text("#result-note")
+
+
+def history_rows(page) -> list[list[str]]:
+    rows = page.locator("#history tbody tr")
+    return [[c.strip() for c in rows.nth(i).locator("td").all_inner_texts()] for i in range(rows.count())]
+
+
+def test_the_history_rejudges_earlier_recordings(page, tmp_path):
+    from infer import Recognizer
+    from normalization import shrunk_statistics
+    from ui.voice import SESSION_PRIOR
+
+    notes = [""]
+    for i, clip in enumerate(CLIPS):
+        if i:  # the audio component shows the previous file: clear it first
+            page.click("#audio-input button[aria-label='Clear']")
+        mine = tmp_path / f"{i}-{clip}"
+        shutil.copy(recording(clip), mine)
+        notes.append(analyse(page, mine, notes[-1]))
+    assert "judged alone" in notes[1] and "adapted to your voice" in notes[2] and "adapted to your voice" in notes[3]
+    page.wait_for_function("() => document.querySelectorAll('#history tbody tr').length === 3", timeout=WAIT_MS)
+    rows = history_rows(page)
+    assert [r[1] for r in rows] == [f"{i}-{c}" for i, c in enumerate(CLIPS)]
+    assert [r[3] for r in rows] == ["alone", "adapted", "adapted"]  # how each was judged when analysed
+    assert all(r[5] == "adapted (2 others)" for r in rows)  # and now: with the other two, never itself
+    # the first recording's answer now, computed outside the app
+    default = (ROOT / "checkpoints" / "default.txt").read_text().strip()
+    recognizer = Recognizer(ROOT / "checkpoints" / default, device="cpu")
+    vectors = [recognizer.embed(str(recording(c))) for c in CLIPS]
+    now = recognizer.classify(vectors[0][None], *shrunk_statistics(np.stack(vectors[1:]), *recognizer.model_statistics(),
+                                                                   SESSION_PRIOR))[0]
+    top = int(np.argmax(now))
+    assert rows[0][4] == f"{recognizer.labels[top]} {now[top]:.0%}"
