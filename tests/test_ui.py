@@ -316,7 +316,8 @@ def test_committed_checkpoints_load_and_answer(speech):
         pytest.skip("no checkpoints committed under checkpoints/ yet")
     assert store.preload() == [], "a committed checkpoint fails to load"
     for name, info in store.checkpoints.items():
-        assert info.ua is not None, f"{name}: no held-out UA in metrics.json"
+        assert info.unseen is not None, f"{name}: no leave-one-corpus-out figure in metrics.json"
+        assert f"UA {info.unseen['ua']:.3f} on unseen corpora" in info.choice_label and info.purpose
         assert (info.path / "README.md").is_file(), f"{name}: no model card"
         analysis = callbacks.analyse((16_000, speech), name, store)
         assert sorted(analysis.probabilities) == sorted(info.labels)

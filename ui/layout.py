@@ -80,7 +80,7 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
         with gr.Accordion("About this model", open=False, elem_id="about-model"):
             with gr.Row():
                 info = gr.Markdown(description, elem_id="model-info")
-                matrix = gr.Image(confusion, label="Confusion matrix (held-out speakers)", type="pil",
+                matrix = gr.Image(confusion, label="Confusion matrix (held out: on corpora it never heard where measured)", type="pil",
                                   interactive=False, height=360, elem_id="confusion")
             with gr.Accordion("Model card", open=False):
                 model_card = gr.Markdown(card, elem_id="model-card")

@@ -314,7 +314,12 @@ def _smoke_test(recognizer) -> None:
 
 
 def _confusion(metrics: dict) -> tuple[list | None, list, str]:
-    """Return (confusion, labels, title) from the cross-validation or the test report, or (None, [], "")."""
+    """Return (confusion, labels, title) from the leave-one-corpus-out run, else the cross-validation, else the test
+    report, or (None, [], "")."""
+    loco = (metrics.get("leave_one_corpus_out") or {}).get("summary", {}).get("pooled")
+    if loco and loco.get("confusion"):
+        return (loco["confusion"], loco["labels"],
+                f"corpora it never heard (each left out in turn), pooled: UA {loco.get('ua', float('nan')):.3f}")
     cv = (metrics.get("cross_validation") or {}).get("summary", {}).get("pooled")
     if cv and cv.get("confusion"):
         return cv["confusion"], cv["labels"], f"cross-validation, pooled: UA {cv.get('ua', float('nan')):.3f}"
