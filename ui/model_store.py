@@ -207,6 +207,7 @@ class ModelStore:
         self.checkpoints = {c.name: c for c in list_checkpoints(self.root, self.refused)}
         self.default = default_checkpoint(self.root, list(self.checkpoints.values()))
         self._loaded: dict[str, object] = {}
+        self._confusions: dict[str, object] = {}  # drawn confusion matrices: switching back draws nothing again
         self._lock = threading.Lock()
 
     def choices(self) -> list[tuple[str, str]]:
@@ -278,6 +279,8 @@ class ModelStore:
         from PIL import Image
 
         info = self.info(name)
+        if name in self._confusions:
+            return self._confusions[name].copy()
         png = self.file(name, "confusion.png")
         if png is not None:
             with Image.open(png) as image:
@@ -289,7 +292,8 @@ class ModelStore:
 
         with tempfile.TemporaryDirectory() as folder:
             with Image.open(confusion_png(confusion, labels, Path(folder) / "confusion.png", title)) as image:
-                return image.convert("RGB")
+                self._confusions[name] = image.convert("RGB")
+        return self._confusions[name].copy()
 
     def model_card(self, name: str) -> str:
         """Return the checkpoint's README.md without its YAML header, or a note that it has none."""
