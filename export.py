@@ -191,6 +191,10 @@ def export_transformers(checkpoint: str | Path, output: str | Path | None = None
             shutil.copyfile(code, folder / code.name)
         if head_only:  # the head's tensors as stored (float16 or float32), the shared encoder's as its file stores them
             write_full_weights(source, Path(scratch) / WEIGHTS, folder / WEIGHTS)
+    if head_only and (folder / "settings.json").is_file() and (folder / "metrics.json").is_file():
+        from model_card import rewrite
+
+        rewrite(folder)  # the copy's card: full weights, no shared encoder
     print(f"{folder}: self-contained ({', '.join(sorted(p.name for p in folder.glob('*.py')))})", file=sys.stderr)
     return folder
 

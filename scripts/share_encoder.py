@@ -43,6 +43,10 @@ def share(checkpoint: Path, encoders: Path | None = None) -> Path:
                              "give --encoders")
         split_checkpoint(checkpoint, encoders)
     refresh_code(checkpoint)
+    if (checkpoint / "settings.json").is_file() and (checkpoint / "metrics.json").is_file():
+        from model_card import rewrite
+
+        rewrite(checkpoint)  # the card says where the encoder is
     int8 = checkpoint / "int8.json"
     if int8.is_file():
         figures = json.loads(int8.read_text())

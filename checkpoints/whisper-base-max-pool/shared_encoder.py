@@ -32,7 +32,18 @@ ENCODERS: dict[tuple[str, str], nn.Module] = {}  # (resolved weights file, sha25
 _LOCK = threading.Lock()
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (file, size, mtime) -> SHA-256: a second head does not hash it again
+
+
 def file_sha256(path: str | Path) -> str:
+    stat = Path(path).stat()
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _sha256(path)
+    return _DIGESTS[key]
+
+
+def _sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
