@@ -211,8 +211,11 @@ class ModelStore:
         self._lock = threading.Lock()
 
     def choices(self) -> list[tuple[str, str]]:
-        """Return (label shown, value) pairs for the model dropdown."""
-        return [(c.choice_label, c.name) for c in self.checkpoints.values()]
+        """Return (label shown, value) pairs for the model dropdown: the default first, then the best on corpora it
+        never heard (CheckpointInfo.rank_ua), unknown last."""
+        ranked = sorted(self.checkpoints.values(),
+                        key=lambda c: (c.name != self.default, c.rank_ua is None, -(c.rank_ua or 0.0), c.name))
+        return [(c.choice_label, c.name) for c in ranked]
 
     def info(self, name: str) -> CheckpointInfo:
         if name not in self.checkpoints:
