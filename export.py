@@ -16,7 +16,11 @@ onnx: the whole classifier in one fp32 graph. Input `waveform` (batch, samples):
 transformers: config.json with `auto_map` and `custom_pipelines`, and the modeling code, so that
     `AutoModelForAudioClassification.from_pretrained(DIR, trust_remote_code=True)` and
     `pipeline("audio-classification", model=DIR, trust_remote_code=True)` work without this project.
-    The weights file is not rewritten.
+    The weights file is not rewritten. A head-only checkpoint (one that shares a frozen encoder with other
+    models: models/shared_encoder.py) needs --output: the copy gets the full weights (the shared encoder's
+    and the head's, in their stored precision), so it loads alone, anywhere.
+
+    python export.py --checkpoint checkpoints/whisper-base-max-pool --format transformers --output /tmp/max-pool
 """
 from __future__ import annotations
 
@@ -180,20 +184,53 @@ def export_transformers(checkpoint: str | Path, output: str | Path | None = None
     source = Path(checkpoint)
     model = load(source)
     folder = Path(output) if output else source
+    source_config = json.loads((source / "config.json").read_text())
+    head_only = bool(source_config.get("shared_encoder"))
+    if head_only and folder.resolve() == source.resolve():
+        raise ValueError(f"{source.name} is a head-only checkpoint sharing the encoder {source_config['shared_encoder']}: "
+                         "give --output DIR for its self-contained copy (the full weights, the code, auto_map)")
     if folder.resolve() != source.resolve():
-        shutil.copytree(source, folder, dirs_exist_ok=True)
-    stored_dtype = json.loads((source / "config.json").read_text()).get("dtype", "float32")
+        shutil.copytree(source, folder, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns(WEIGHTS) if head_only else None)
+    stored_dtype = source_config.get("dtype", "float32")
     with tempfile.TemporaryDirectory() as scratch:
-        model.save_pretrained(scratch)
+        model.save_pretrained(scratch)  # a head-only model saves its full weights and names no shared encoder
         config = json.loads((Path(scratch) / "config.json").read_text())
         config["dtype"] = stored_dtype  # what from_pretrained computes in (float16 weights load as float32)
         (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         for code in Path(scratch).glob("*.py"):
             shutil.copyfile(code, folder / code.name)
+        if head_only:  # the head's tensors as stored (float16 or float32), the shared encoder's as its file stores them
+            write_full_weights(source, Path(scratch) / WEIGHTS, folder / WEIGHTS)
+    if head_only and (folder / "settings.json").is_file() and (folder / "metrics.json").is_file():
+        from model_card import rewrite
+
+        rewrite(folder)  # the copy's card: full weights, no shared encoder
     print(f"{folder}: self-contained ({', '.join(sorted(p.name for p in folder.glob('*.py')))})", file=sys.stderr)
     return folder
 
 
+def write_full_weights(head_only: Path, full: Path, output: Path) -> None:
+    """Write `full` (a head-only model's float32 save_pretrained weights) to `output` in the stored dtypes: the
+    head's tensors in the head-only file's dtype, the encoder's in its shared file's (float16 for those shipped)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from models.shared_encoder import BACKBONE_PREFIX, ENCODER_WEIGHTS, encoder_folder
+
+    dtypes = {}
+    with safe_open(head_only / WEIGHTS, "pt") as handle:
+        dtypes.update({key: handle.get_slice(key).get_dtype() for key in handle.keys()})
+    config = json.loads((head_only / "config.json").read_text())
+    with safe_open(encoder_folder(head_only, config) / ENCODER_WEIGHTS, "pt") as handle:
+        dtypes.update({BACKBONE_PREFIX + key: handle.get_slice(key).get_dtype() for key in handle.keys()})
+    names = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32}
+    state = load_file(full)
+    save_file({key: value.to(names.get(dtypes.get(key), value.dtype)) if value.is_floating_point() else value
+               for key, value in state.items()}, str(output), metadata={"format": "pt"})
+
+
+WEIGHTS = "model.safetensors"
 FORMATS = {"onnx": export_onnx, "transformers": export_transformers}
 
 

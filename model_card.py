@@ -213,6 +213,9 @@ def held_out(folder: Path, settings: dict, metrics: dict) -> str:
         text = (f"Held-out test speakers {', '.join(test.get('test_speakers', []))}: **UA {test['ua']:.3f}**, "
                 f"WA {test['wa']:.3f}, macro-F1 {test['macro_f1']:.3f} ({test['n']} clips).")
         table = _confusion_table(test["confusion"], test["labels"])
+    elif metrics.get("leave_one_corpus_out"):
+        text, table = ("No within-corpus evaluation (new speakers of the corpora it learned from) was run for this "
+                       "checkpoint: its held-out figure is the one on corpora it never heard, below."), ""
     else:
         text, table = "No held-out evaluation was run for this checkpoint: its accuracy is unknown.", ""
     return f"## Held-out performance\n{text}\n\n{table}".rstrip()
@@ -330,8 +333,24 @@ def adaptation(folder: Path, settings: dict, metrics: dict) -> str:
     return "\n".join(text)
 
 
+def shared_weights(folder: Path, settings: dict, metrics: dict) -> str:
+    """A head-only checkpoint (models/shared_encoder.py): where its encoder is, and how to get a copy that loads alone."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if not config.get("shared_encoder"):
+        return ""
+    return (f"## Weights: the head only\n"
+            f"This folder holds the classifier head only; the frozen encoder it runs on is shared with other models "
+            f"in `{config['shared_encoder']}` (relative to this folder; SHA-256 `{config.get('shared_encoder_sha256', '?')[:16]}…`"
+            f"), loaded once per process. It loads as any checkpoint where that folder is beside it. For a copy that "
+            f"loads alone (the full weights, the code, `auto_map`): `python export.py --checkpoint THIS_FOLDER "
+            f"--format transformers --output DIR`.")
+
+
 SECTIONS: list[Callable[[Path, dict, dict], str]] = [overview, held_out, generalization, adaptation, training_data,
-                                                      usage]
+                                                      shared_weights, usage]
 
 
 def write_model_card(folder: str | Path, settings: dict, metrics: dict) -> Path:

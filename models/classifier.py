@@ -7,6 +7,7 @@ loads with `trust_remote_code=True` where this project is not installed.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -130,6 +131,31 @@ class EmotionClassifier(PreTrainedModel):
             self.register_buffer("neutral_offset", torch.zeros(self.pool.output_dim))
         self.post_init()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load as `PreTrainedModel` does; a head-only checkpoint (config `shared_encoder`, models/shared_encoder.py)
+        gets the frozen encoder its config names, loaded once per process and shared by every head that names it."""
+        from .shared_encoder import load_head_only  # a relative import: transformers copies that file too
+
+        folder = Path(str(pretrained_model_name_or_path))
+        config = kwargs.get("config")
+        if not isinstance(config, EmotionConfig):
+            config = None
+            if (folder / "config.json").is_file():
+                import json
+
+                if not json.loads((folder / "config.json").read_text()).get("shared_encoder"):
+                    return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+                config = EmotionConfig.from_pretrained(folder)
+        if config is None or not getattr(config, "shared_encoder", None) or not folder.is_dir():
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        return load_head_only(cls, folder, config, kwargs.get("dtype", kwargs.get("torch_dtype")))
+
+    @property
+    def shares_encoder(self) -> bool:
+        """Whether this model's backbone is a shared, frozen encoder (loaded from a head-only checkpoint)."""
+        return bool(getattr(self.config, "shared_encoder", None))
+
     @property
     def normalizes(self) -> bool:
         return self.config.embedding_norm != "none"
@@ -139,7 +165,14 @@ class EmotionClassifier(PreTrainedModel):
         from .audio_pipeline import custom_pipelines  # a relative import: transformers copies that file too
 
         self.config.custom_pipelines = custom_pipelines()
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        shared = (self.config.shared_encoder, self.config.shared_encoder_sha256) if self.shares_encoder else None
+        if shared:  # the full weights are written: the copy is self-contained, it names no shared encoder
+            self.config.shared_encoder = self.config.shared_encoder_sha256 = None
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if shared:
+                self.config.shared_encoder, self.config.shared_encoder_sha256 = shared
 
     def _init_weights(self, module):
         pass  # PyTorch's own initialisation for the new head; pretrained encoder weights are loaded afterwards

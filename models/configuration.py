@@ -61,6 +61,8 @@ class EmotionConfig(PretrainedConfig):
         unsure_below: float | None = None,   # a top probability under this is reported as unsure (from held-out data)
         calibration: dict | None = None,     # per mode ("alone", "adapted"): {"intercept", "slope", "unsure_below"}: log T =
                                              # intercept + slope * log(novelty); replaces the two settings above
+        shared_encoder: str | None = None,   # head-only checkpoint: its frozen encoder's folder, relative to it
+        shared_encoder_sha256: str | None = None,  # that folder's model.safetensors digest (models/shared_encoder.py)
         **kwargs,
     ):
         self.backbone = backbone
@@ -92,6 +94,8 @@ class EmotionConfig(PretrainedConfig):
         self.calibration_temperature = calibration_temperature
         self.unsure_below = unsure_below
         self.calibration = calibration
+        self.shared_encoder = shared_encoder
+        self.shared_encoder_sha256 = shared_encoder_sha256
         super().__init__(**kwargs)
 
 

@@ -133,6 +133,7 @@ def test_switching_model_answers_with_the_other_model(page, request):
     page.click(f"#model-choice li[role=option][aria-label^='{OTHER} — UA']")
     second = wait_for_result(page, OTHER, first)  # the same audio, scored again by the other model
     assert sorted(probabilities(page)) == sorted(labels_of(OTHER, request))
+    page.get_by_text("About this model", exact=True).click()  # one click away: the within-corpus figure is there
     assert OTHER in page.inner_text("#model-info")
     assert page.locator("#confusion img").count() == 1
     page.click("#model-choice input")

@@ -61,7 +61,9 @@ def test_listing_labels_and_default(tmp_path):
     (tmp_path / "stray.txt").write_text("x")
     found = list_checkpoints(tmp_path)
     assert [c.name for c in found] == ["a-cv", "b-test", "c-none"]
-    assert [c.choice_label for c in found] == ["a-cv — UA 0.610", "b-test — UA 0.550", "c-none — UA n/a"]
+    assert [c.choice_label for c in found] == [
+        "a-cv — UA 0.610 on its own corpora' new speakers (no unseen-corpus test)",
+        "b-test — UA 0.550 on its own corpora' new speakers (no unseen-corpus test)", "c-none — UA n/a"]
     assert default_checkpoint(tmp_path, found) == "a-cv"  # highest held-out UA
     (tmp_path / "default.txt").write_text("b-test\n")
     assert default_checkpoint(tmp_path, found) == "b-test"  # the pointer wins
@@ -218,7 +220,8 @@ def test_confusion_drawn_from_cross_validation_metrics(store, tmp_path):
         {"protocol": "all", "corpora": ["emodb"], "labels": ["angry", "neutral", "sad"], "test": None,
          "cross_validation": cv}))
     other = ModelStore(tmp_path)
-    assert other.choices() == [("trained-on-all — UA 0.700", "trained-on-all")]
+    assert other.choices() == [("trained-on-all — UA 0.700 on its own corpora' new speakers (no unseen-corpus test)",
+                                "trained-on-all")]
     text, image, _ = callbacks.model_panel(other, "trained-on-all")
     assert "0.700" in text and "cross-validated" in text and "5 folds" in text
     assert image is not None and image.size[0] > 100
@@ -313,7 +316,8 @@ def test_committed_checkpoints_load_and_answer(speech):
         pytest.skip("no checkpoints committed under checkpoints/ yet")
     assert store.preload() == [], "a committed checkpoint fails to load"
     for name, info in store.checkpoints.items():
-        assert info.ua is not None, f"{name}: no held-out UA in metrics.json"
+        assert info.unseen is not None, f"{name}: no leave-one-corpus-out figure in metrics.json"
+        assert f"UA {info.unseen['ua']:.3f} on unseen corpora" in info.choice_label and info.purpose
         assert (info.path / "README.md").is_file(), f"{name}: no model card"
         analysis = callbacks.analyse((16_000, speech), name, store)
         assert sorted(analysis.probabilities) == sorted(info.labels)

@@ -16,8 +16,8 @@ INTRO = """# Speech emotion recognition
 Record with the microphone or upload speech (wav, flac, mp3, ogg, webm; up to {limit}). The model
 gives the probability of each emotion it knows. Audio longer than {long:.0f} s also gets a timeline.
 The live microphone shows them while you speak (up to {limit} a recording).
-The models learned from acted speech (see each model's corpora and held-out accuracy below): expect
-less on spontaneous speech, other languages and noisy rooms."""
+The models learned from acted speech; the list shows each one's accuracy on corpora it never heard
+(other languages, rooms and microphones): expect about that on your own recordings."""
 
 CALIBRATION = """Heard alone, a recording is compared with the voices the model learned from. Your own voice,
 language, room and microphone shift what it hears more than emotion does. By default every recording
@@ -25,6 +25,9 @@ you analyse teaches the page your voice (kept in this page only, never stored), 
 judged against it: that helped simulated new users by about {gain} points of accuracy once they had
 recorded a few clips of different emotions (docs/benchmarks.md). Reset when someone else speaks."""
 
+MODEL_INFO = ("UA: the mean recall over emotions on corpora (languages, rooms, microphones) left out of its training, "
+              "each clip judged alone; adapted: once a speaker's clips are judged together. The figure on new speakers "
+              "of the corpora it learned from is higher, and partly flattered by text cues: see About this model.")
 CALIBRATION_GAIN = 6  # simulated users, session statistics vs each clip alone (benchmark/users.py; docs/benchmarks.md)
 LIVE_LABEL = "Live microphone: the last {window:g} s, every {every:g} s while you speak"
 
@@ -55,8 +58,8 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
                                       label=LIVE_LABEL.format(every=live.LIVE_EVERY_S, window=live.LIVE_WINDOW_S),
                                       elem_id="live-input")
                 live_state = gr.State()
-                model = gr.Dropdown(store.choices(), value=default, label="Model (name — held-out UA)",
-                                    info="Unweighted accuracy on speakers unseen in training.",
+                model = gr.Dropdown(store.choices(), value=default, label="Model (name — UA on corpora it never heard)",
+                                    info=MODEL_INFO,
                                     interactive=bool(store.checkpoints), elem_id="model-choice")
                 voice = gr.State(Voice())  # this page session's calibration to its user (ui/voice.py)
                 with gr.Accordion("Calibrate to my voice and microphone", open=False, elem_id="calibration"):
@@ -76,10 +79,10 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
                              elem_id="windows")
         history = gr.Dataframe(label="Your recordings in this page: each re-judged with the others as the page "
                                      "learns your voice", visible=False, interactive=False, elem_id="history")
-        with gr.Accordion("About this model", open=True):
+        with gr.Accordion("About this model", open=False, elem_id="about-model"):
             with gr.Row():
                 info = gr.Markdown(description, elem_id="model-info")
-                matrix = gr.Image(confusion, label="Confusion matrix (held-out speakers)", type="pil",
+                matrix = gr.Image(confusion, label="Confusion matrix (held out: on corpora it never heard where measured)", type="pil",
                                   interactive=False, height=360, elem_id="confusion")
             with gr.Accordion("Model card", open=False):
                 model_card = gr.Markdown(card, elem_id="model-card")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_POINTER = "default.txt"  # optional file in the checkpoints folder naming the default checkpoint
+PURPOSES = "purposes.json"  # optional file in the checkpoints folder: {checkpoint name: what it is for, one line}
 
 
 class CheckpointError(RuntimeError):
@@ -61,6 +62,33 @@ def held_out_ua(metrics: dict) -> float | None:
     return float(ua) if ua is not None else None
 
 
+def unseen_corpora(metrics: dict) -> dict | None:
+    """Return the leave-one-corpus-out figures a checkpoint's metrics.json quotes, or None if it has none.
+
+    {"ua": mean UA over the left-out corpora (each clip judged alone), "adapted": the same with each test
+    speaker's clips standardised together (the folds' "normalization" block, speaker mode; None when the model
+    does not standardise), "by_corpus": {corpus: UA}, "corpora": how many}. A LOCO run's own metrics.json counts too.
+    """
+    loco = metrics.get("leave_one_corpus_out") or (metrics if metrics.get("protocol") == "loco" else None)
+    if not loco:
+        return None
+    ua = (loco.get("summary") or {}).get("ua", {}).get("mean")
+    if ua is None:
+        return None
+    folds = loco.get("folds") or []
+    adapted = [f["normalization"]["speaker"]["ua"] for f in folds
+               if isinstance(f, dict) and "speaker" in (f.get("normalization") or {})]
+    by_corpus = {corpus: r["ua"] for corpus, r in (loco.get("by_corpus") or {}).items() if "ua" in r}
+    return {"ua": float(ua), "adapted": float(sum(adapted) / len(adapted)) if adapted and len(adapted) == len(folds)
+            else None, "by_corpus": by_corpus, "corpora": len(folds) or len(by_corpus)}
+
+
+# Corpora whose text gives the emotion away in part (ASED's emotion-specific sentences, the Korean emotional
+# scripts): a within-corpus figure that includes them overstates what the model hears (../shared/README.md)
+TEXT_CUE_CORPORA = {"ased": "ASED (Amharic: sentences 03-07 of each emotion are emotion-specific texts)",
+                    "emotiontts_ko": "EmoTTS Korean (half its speakers read emotional scripts)"}
+
+
 def format_ua(ua: float | None) -> str:
     return "n/a" if ua is None else f"{ua:.3f}"
 
@@ -81,13 +109,40 @@ class CheckpointInfo:
     config: dict = field(repr=False)
     metrics: dict = field(repr=False)
 
+    purpose: str = ""  # what the model is for, one line (checkpoints/purposes.json)
+
     @property
     def ua(self) -> float | None:
+        """The within-corpus figure (new speakers of the corpora it learned from), shown under "About this model"."""
         return held_out_ua(self.metrics)
 
     @property
+    def unseen(self) -> dict | None:
+        """The figure on corpora it never heard (leave one corpus out), if its metrics hold one."""
+        return unseen_corpora(self.metrics)
+
+    @property
+    def rank_ua(self) -> float | None:
+        """What ranks checkpoints: UA on corpora it never heard where known, else the within-corpus UA."""
+        return self.unseen["ua"] if self.unseen else self.ua
+
+    @property
     def choice_label(self) -> str:
-        return f"{self.name} — UA {format_ua(self.ua)}"
+        """The dropdown's label: the figure on corpora it never heard where there is one, and what it is for."""
+        unseen = self.unseen
+        if unseen:
+            adapted = f" ({unseen['adapted']:.3f} adapted to the speaker)" if unseen["adapted"] is not None else ""
+            label = f"{self.name} — UA {unseen['ua']:.3f} on unseen corpora{adapted}"
+        elif self.ua is not None:
+            label = f"{self.name} — UA {self.ua:.3f} on its own corpora' new speakers (no unseen-corpus test)"
+        else:
+            label = f"{self.name} — UA n/a"
+        return label + (f" · {self.purpose}" if self.purpose else "")
+
+    @property
+    def shared_encoder(self) -> str | None:
+        """The encoder folder a head-only checkpoint shares (relative to it), or None."""
+        return self.config.get("shared_encoder") or None
 
     @property
     def labels(self) -> list[str]:
@@ -105,21 +160,28 @@ def list_checkpoints(root: str | Path, refused: dict[str, str] | None = None) ->
     if not root.is_dir():
         return []
     found = []
+    purposes = _read_json(root / PURPOSES) if inside(root / PURPOSES, root) else {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not (folder / "config.json").is_file():
             continue
         outside = escapes(folder, root)
+        config = _read_json(folder / "config.json")
+        encoder = config.get("shared_encoder")
+        if encoder and not outside and not inside(folder / str(encoder), root):
+            outside = [f"its shared encoder {encoder}"]
         if outside:
             if refused is not None:
                 refused[folder.name] = f"refused: links outside the checkpoints folder ({', '.join(outside)})"
             continue
-        found.append(CheckpointInfo(folder.name, folder, _read_json(folder / "config.json"),
-                                    _read_json(folder / "metrics.json")))
+        purpose = purposes.get(folder.name) if isinstance(purposes, dict) else None
+        found.append(CheckpointInfo(folder.name, folder, config, _read_json(folder / "metrics.json"),
+                                    purpose if isinstance(purpose, str) else ""))
     return found
 
 
 def default_checkpoint(root: str | Path, checkpoints: list[CheckpointInfo]) -> str | None:
-    """Return the name in `root`/default.txt if it is a listed checkpoint, else the highest held-out UA."""
+    """Return the name in `root`/default.txt if it is a listed checkpoint, else the highest UA (on corpora it never
+    heard where known: CheckpointInfo.rank_ua)."""
     names = [c.name for c in checkpoints]
     pointer = Path(root) / DEFAULT_POINTER
     if pointer.is_file() and inside(pointer, Path(root)):
@@ -129,7 +191,7 @@ def default_checkpoint(root: str | Path, checkpoints: list[CheckpointInfo]) -> s
     if not checkpoints:
         return None
     # unknown UA ranks last; max() keeps the first of equals, so ties go to the first name
-    return max(sorted(checkpoints, key=lambda c: c.name), key=lambda c: (c.ua is not None, c.ua or 0.0)).name
+    return max(sorted(checkpoints, key=lambda c: c.name), key=lambda c: (c.rank_ua is not None, c.rank_ua or 0.0)).name
 
 
 class ModelStore:
@@ -146,11 +208,15 @@ class ModelStore:
         self.checkpoints = {c.name: c for c in list_checkpoints(self.root, self.refused)}
         self.default = default_checkpoint(self.root, list(self.checkpoints.values()))
         self._loaded: dict[str, object] = {}
+        self._confusions: dict[str, object] = {}  # drawn confusion matrices: switching back draws nothing again
         self._lock = threading.Lock()
 
     def choices(self) -> list[tuple[str, str]]:
-        """Return (label shown, value) pairs for the model dropdown."""
-        return [(c.choice_label, c.name) for c in self.checkpoints.values()]
+        """Return (label shown, value) pairs for the model dropdown: the default first, then the best on corpora it
+        never heard (CheckpointInfo.rank_ua), unknown last."""
+        ranked = sorted(self.checkpoints.values(),
+                        key=lambda c: (c.name != self.default, c.rank_ua is None, -(c.rank_ua or 0.0), c.name))
+        return [(c.choice_label, c.name) for c in ranked]
 
     def info(self, name: str) -> CheckpointInfo:
         if name not in self.checkpoints:
@@ -171,6 +237,9 @@ class ModelStore:
                 from infer import Recognizer
 
                 outside = escapes(info.path, self.root)  # again: links may have changed since the listing
+                encoder = _read_json(info.path / "config.json").get("shared_encoder")
+                if encoder and not inside(info.path / str(encoder), self.root):
+                    outside = outside + [f"its shared encoder {encoder}"]
                 if outside:
                     raise CheckpointError(f"it links outside the checkpoints folder ({', '.join(outside)})")
                 try:
@@ -191,7 +260,7 @@ class ModelStore:
 
         If the default does not load, the next best one (by held-out UA) that does becomes the default.
         """
-        ranked = sorted(self.checkpoints.values(), key=lambda c: (c.ua is not None, c.ua or 0.0), reverse=True)
+        ranked = sorted(self.checkpoints.values(), key=lambda c: (c.rank_ua is not None, c.rank_ua or 0.0), reverse=True)
         order = [self.default] + [c.name for c in ranked if c.name != self.default] if self.default else []
         errors = [f"{name}: {why}" for name, why in self.refused.items()]
         for name in order:
@@ -214,6 +283,8 @@ class ModelStore:
         from PIL import Image
 
         info = self.info(name)
+        if name in self._confusions:
+            return self._confusions[name].copy()
         png = self.file(name, "confusion.png")
         if png is not None:
             with Image.open(png) as image:
@@ -225,7 +296,8 @@ class ModelStore:
 
         with tempfile.TemporaryDirectory() as folder:
             with Image.open(confusion_png(confusion, labels, Path(folder) / "confusion.png", title)) as image:
-                return image.convert("RGB")
+                self._confusions[name] = image.convert("RGB")
+        return self._confusions[name].copy()
 
     def model_card(self, name: str) -> str:
         """Return the checkpoint's README.md without its YAML header, or a note that it has none."""
@@ -250,7 +322,12 @@ def _smoke_test(recognizer) -> None:
 
 
 def _confusion(metrics: dict) -> tuple[list | None, list, str]:
-    """Return (confusion, labels, title) from the cross-validation or the test report, or (None, [], "")."""
+    """Return (confusion, labels, title) from the leave-one-corpus-out run, else the cross-validation, else the test
+    report, or (None, [], "")."""
+    loco = (metrics.get("leave_one_corpus_out") or {}).get("summary", {}).get("pooled")
+    if loco and loco.get("confusion"):
+        return (loco["confusion"], loco["labels"],
+                f"corpora it never heard (each left out in turn), pooled: UA {loco.get('ua', float('nan')):.3f}")
     cv = (metrics.get("cross_validation") or {}).get("summary", {}).get("pooled")
     if cv and cv.get("confusion"):
         return cv["confusion"], cv["labels"], f"cross-validation, pooled: UA {cv.get('ua', float('nan')):.3f}"
@@ -280,8 +357,31 @@ def _held_out_text(metrics: dict, n_labels: int) -> str:
     return "**unknown**: no held-out evaluation was recorded for this checkpoint"
 
 
+def _unseen_text(info: CheckpointInfo, n_labels: int) -> str:
+    unseen = info.unseen
+    if not unseen:
+        return ("**not measured**: no leave-one-corpus-out run is quoted in its metrics.json; expect less than the "
+                "within-corpus figure below on a language, room or microphone it never heard")
+    chance = f"; chance: {1 / n_labels:.3f}" if n_labels else ""
+    corpora = ", ".join(f"{c} {ua:.3f}" for c, ua in sorted(unseen["by_corpus"].items()))
+    adapted = (f"; **{unseen['adapted']:.3f}** once each speaker's clips are judged together (adapted to the speaker, "
+               "as the app does after a few of your recordings)") if unseen["adapted"] is not None else ""
+    return (f"UA **{unseen['ua']:.3f}**, mean over {unseen['corpora']} corpora each left out of training in turn, "
+            f"each clip judged alone ({corpora}){adapted}{chance}")
+
+
+def _text_cue_warning(corpora: list[str]) -> str:
+    cued = [text for corpus, text in TEXT_CUE_CORPORA.items() if any(str(c).split("=")[0] == corpus for c in corpora)]
+    if not cued:
+        return ""
+    return (" ⚠ This figure includes text cues: in " + " and ".join(cued) + " the words give the emotion away in "
+            "part, so within those corpora a model is rewarded for what is said, not only how. It overstates what the "
+            "model hears; the figure on corpora it never heard above does not have this problem.")
+
+
 def describe(info: CheckpointInfo) -> str:
-    """Return the Markdown model panel for `info`."""
+    """Return the Markdown model panel for `info`: what it is for, its figure on corpora it never heard, then the
+    within-corpus figure (with the text-cue warning where it applies)."""
     config, metrics = info.config, info.metrics
     backbone = config.get("backbone", "?")
     if backbone == "cnn1d":
@@ -295,13 +395,22 @@ def describe(info: CheckpointInfo) -> str:
     corpora = metrics.get("corpora") or []
     sizes = f" ({metrics['n_utterances']} clips, {metrics.get('n_speakers', '?')} speakers)" if "n_utterances" in metrics else ""
     size = sum(p.stat().st_size for p in info.path.glob("*.safetensors")) / 1e6
+    if info.shared_encoder:
+        shared = Path(str(info.shared_encoder)).name
+        weights = (f"{size * 1000:.0f} kB of its own (the head); the frozen encoder `{shared}` is shared with the "
+                   "other models that use it: one copy on disk and in memory")
+    else:
+        weights = f"{size:.1f} MB"
     rows = [
+        *([("For", info.purpose)] if info.purpose else []),
+        ("On corpora it never heard", _unseen_text(info, len(info.labels))),
         ("Backbone", backbone_text),
         ("Pooling", f"`{config.get('pooling', '?')}`"),
         ("Labels", ", ".join(info.labels) or "?"),
         ("Trained on", (", ".join(corpora) or "?") + sizes
          + (f", protocol `{metrics['protocol']}`" if metrics.get("protocol") else "")),
-        ("Held-out", _held_out_text(metrics, len(info.labels))),
-        ("Weights", f"{size:.1f} MB"),
+        ("Within-corpus (new speakers of the corpora it learned from)",
+         _held_out_text(metrics, len(info.labels)) + _text_cue_warning(corpora)),
+        ("Weights", weights),
     ]
     return f"### {info.name}\n\n" + "\n".join(f"- **{key}**: {value}" for key, value in rows) + "\n"
