@@ -74,6 +74,7 @@ def default_copy(tmp_path_factory):
     source = ROOT / "checkpoints" / (ROOT / "checkpoints" / "default.txt").read_text().strip()
     folder = tmp_path_factory.mktemp("default") / source.name
     shutil.copytree(source, folder)
+    (folder.parent / "encoders").symlink_to(source.parent / "encoders")  # a head-only checkpoint's shared encoder
     apply_calibration(folder, {"by_mode": CALIBRATION})
     return folder
 

@@ -3,7 +3,8 @@ config.json, loaded with `trust_remote_code=True`).
 
 It scores audio as the project does (infer.Recognizer): audio longer than the model's window
 (`config.max_seconds`) is cut into half-overlapping windows, each window is scored on its own and the
-windows' probabilities are averaged, so a long recording is scored rather than refused. Files are decoded
+windows' probabilities are averaged, so a long recording is scored rather than refused. A window without
+speech is left out and one with speech is scored on its speech (webrtcvad, when installed: `speech_parts`). Files are decoded
 with soundfile and resampled with soxr, as the project reads audio; ffmpeg is the fallback.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from transformers import AudioClassificationPipeline
 from transformers.pipelines.audio_utils import ffmpeg_read
 
-from .waveform import window_starts
+from .waveform import speech_parts, window_starts
 
 TASK = "audio-classification"
 WINDOWS_PER_BATCH = 8  # windows of one recording run through the model together
@@ -94,7 +95,8 @@ class WindowedAudioClassificationPipeline(AudioClassificationPipeline):
         audio = self.load(inputs)
         rate = self.feature_extractor.sampling_rate
         size = int(float(getattr(self.model.config, "max_seconds", 10.0)) * rate)
-        windows = [audio[start:start + size] for start in window_starts(len(audio), size)]
+        spans = [(start, min(start + size, len(audio))) for start in window_starts(len(audio), size)]
+        windows = [audio[part[0]:part[1]] for part in speech_parts(audio, spans) if part]
         processed = self.feature_extractor(windows, sampling_rate=rate, padding=True, return_attention_mask=True,
                                            return_tensors="pt")
         if self.dtype is not None:

@@ -59,6 +59,8 @@ class EmotionConfig(PretrainedConfig):
         embedding_norm: str = "none",        # none | corpus | speaker: training standardised the pooled embedding per group
         calibration_temperature: float = 1.0,  # logits are divided by it (fit on held-out corpora: calibrated probabilities)
         unsure_below: float | None = None,   # a top probability under this is reported as unsure (from held-out data)
+        calibration: dict | None = None,     # per mode ("alone", "adapted"): {"intercept", "slope", "unsure_below"}: log T =
+                                             # intercept + slope * log(novelty); replaces the two settings above
         shared_encoder: str | None = None,   # head-only checkpoint: its frozen encoder's folder, relative to it
         shared_encoder_sha256: str | None = None,  # that folder's model.safetensors digest (models/shared_encoder.py)
         **kwargs,
@@ -91,6 +93,7 @@ class EmotionConfig(PretrainedConfig):
         self.embedding_norm = embedding_norm
         self.calibration_temperature = calibration_temperature
         self.unsure_below = unsure_below
+        self.calibration = calibration
         self.shared_encoder = shared_encoder
         self.shared_encoder_sha256 = shared_encoder_sha256
         super().__init__(**kwargs)

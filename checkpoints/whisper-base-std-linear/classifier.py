@@ -6,6 +6,7 @@ loads with `trust_remote_code=True` where this project is not installed.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -197,16 +198,33 @@ class EmotionClassifier(PreTrainedModel):
 
     def classify(self, embeddings: torch.Tensor, embedding_mean: torch.Tensor | None = None,
                  embedding_std: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, F) embeddings -> (B, C) calibrated logits (divided by config.calibration_temperature).
+        """(B, F) embeddings -> (B, C) calibrated logits (divided by the calibration temperature of the mode).
 
         With embedding_norm, each embedding is standardised with its group's statistics (F,) or (B, F) when given
-        (a corpus, speaker, folder or user), else with the training groups' average kept in the checkpoint.
+        (a corpus, speaker, folder or user: the adapted mode), else with the training groups' average kept in the
+        checkpoint (a clip judged alone).
         """
+        raw = embeddings
         if self.normalizes:
             mean = self.embedding_mean if embedding_mean is None else embedding_mean.to(embeddings)
             std = self.embedding_std if embedding_std is None else embedding_std.to(embeddings)
             embeddings = (embeddings - mean) / std
-        return self.classifier(self.dropout(embeddings)) / self.config.calibration_temperature
+        logits = self.classifier(self.dropout(embeddings))
+        return logits / self.temperature(raw, "adapted" if embedding_mean is not None else "alone")
+
+    def temperature(self, embeddings: torch.Tensor, mode: str) -> torch.Tensor | float:
+        """Return the calibration temperature of `mode` ("alone" or "adapted"): one number, or one per clip (B, 1)
+        growing with the clip's distance from the training data (its mean squared embedding standardised with the
+        model's statistics, whatever statistics judge it)."""
+        modes = self.config.calibration
+        if not modes:
+            return self.config.calibration_temperature
+        fit = modes.get(mode) or modes["alone"]
+        if not fit.get("slope") or not self.normalizes:
+            return float(math.exp(fit["intercept"]))
+        novelty = ((embeddings - self.embedding_mean) / self.embedding_std).pow(2).mean(-1, keepdim=True)
+        log_t = fit["intercept"] + fit["slope"] * novelty.clamp_min(1e-6).log()
+        return log_t.clamp(math.log(0.05), math.log(50.0)).exp()
 
     def forward(
         self,
