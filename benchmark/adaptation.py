@@ -155,8 +155,9 @@ def analyse_recipe(name: str) -> dict:
             "mean_ece": {kind: {way: float(np.mean([checks[n]["ece"][way] for n in names]))
                                 for way in next(iter(checks.values()))["ece"]}
                          for kind, names in (("corpora", loco_names), ("speakers", cv_names)) if names}}
+        cv_ua = out["modes"][mode]["cv_mean_ua"]
         print(f"{name} {mode}: LOCO UA {out['modes'][mode]['loco_mean_ua']:.3f}, CV UA "
-              f"{out['modes'][mode]['cv_mean_ua']:.3f}, worst ECE " +
+              f"{'not run' if cv_ua is None else f'{cv_ua:.3f}'}, worst ECE " +
               ", ".join(f"{k} {v:.3f}" for k, v in out["modes"][mode]["worst_ece"].items()), flush=True)
     return out
 

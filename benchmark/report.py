@@ -55,6 +55,13 @@ CAUSES = {
 }
 
 
+
+# the recipes judged alone and adapted to the speaker, their calibration per mode and simulated users: a document of
+# its own, rebuilt from its committed results (python -m benchmark.adaptation report)
+ADAPTATION_NOTE = ("The default recipe judged alone and adapted to the speaker, calibrated per mode, with simulated app "
+                   "users and the lexical-leakage check: [adaptation.md](adaptation.md), rebuilt by `python -m "
+                   "benchmark.adaptation report` from the committed `benchmark/results/adaptation.json`.")
+
 def read_cell(cell: Path) -> dict:
     """Return a cell's state: status, reason, fold reports (finished folds, even of an interrupted run), seconds."""
     record = read_json(cell / "bench.json")
@@ -163,6 +170,7 @@ def write_report(results: Path, doc: Path) -> Path:
     if archived:
         lines += ["Earlier results, whose folders are no longer on this machine (cells not run again since show "
                   "\"not run yet\" here): " + ", ".join(f"[{a.stem}]({a.name})" for a in archived) + ".", ""]
+    lines += [ADAPTATION_NOTE, ""]
     if quick:
         lines += ["> **Quick run**: a few files per protocol, 1 epoch, 2 folds. The numbers only show that the "
                   "machinery works; they say nothing about the systems.", ""]
