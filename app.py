@@ -48,9 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "calibration needs float32 embeddings), else float32; fp32: always float32; int8: int8 "
                              "regardless (no calibration to the user's voice)")
     parser.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
-                        help="what runs a float32 model: auto (default): onnxruntime where the checkpoint exports to ONNX "
-                             "(once, cached in $SER_CACHE/onnx; the calibration to the user's voice works there too), "
-                             "else PyTorch; torch: always PyTorch; onnx: always onnxruntime (a checkpoint that does "
+                        help="what runs a float32 model: auto (default): onnxruntime for the default checkpoint where "
+                             "it exports to ONNX (once, cached in $SER_CACHE/onnx; the calibration to the user's voice "
+                             "works there too), PyTorch for the others, which share one encoder in memory; torch: always PyTorch; onnx: always onnxruntime (a checkpoint that does "
                              "not export fails to load)")
     args = parser.parse_args(argv)
     if args.port is None:  # the flag wins over the environment, as with Gradio's own launch()
@@ -71,9 +71,15 @@ def main(argv: list[str] | None = None) -> None:
 
     def load(folder: Path):
         """The checkpoint's scorer; a model that adapts to its user (ui/voice.py) needs embeddings: float32 on auto,
-        in onnxruntime (its export gives them) or PyTorch by --runtime."""
-        adapts = json.loads((Path(folder) / "config.json").read_text()).get("embedding_norm", "none") not in ("none", None)
-        return load_scorer(folder, runtime=args.runtime, precision=args.precision, device="cpu", embeddings=adapts)
+        in onnxruntime (its export gives them) or PyTorch by --runtime. On --runtime auto only the default runs in
+        onnxruntime: an ONNX graph holds its own copy of the encoder, while the other models in PyTorch share one
+        (models/shared_encoder.py: a few MB per extra head instead of a graph of 84 MB each)."""
+        config = json.loads((Path(folder) / "config.json").read_text())
+        adapts = config.get("embedding_norm", "none") not in ("none", None)
+        runtime = args.runtime
+        if runtime == "auto" and Path(folder).name != store.default and config.get("shared_encoder"):
+            runtime = "torch"
+        return load_scorer(folder, runtime=runtime, precision=args.precision, device="cpu", embeddings=adapts)
 
     store = ModelStore(args.checkpoints, loader=load)
     for error in store.preload():
