@@ -81,7 +81,7 @@ def test_short_clips_sent_during_a_long_one_get_their_own_answers(url, request, 
     submitted = [client.submit(handle_file(str(path)), model, api_name="/predict")
                  for client, (path, model) in zip(clients, jobs)]
     answers = [job.result(timeout=TIME_LIMIT_S) for job in submitted]
-    note, label, bars, timeline, table, calibration = long_job.result(timeout=TIME_LIMIT_S)
+    note, label, bars, timeline, table, calibration, history = long_job.result(timeout=TIME_LIMIT_S)
     for model in TINY:  # the tiny models' answers differ little between clips, but more than the tolerance
         answers_of = [v for (_, m), v in reference.items() if m == model]
         assert min(max(abs(a[k] - b[k]) for k in a) for i, a in enumerate(answers_of) for b in answers_of[i + 1:]) > 1e-5

@@ -267,4 +267,5 @@ def test_readme_example_runs(capsys):
     finally:
         os.chdir(cwd)
     printed = capsys.readouterr().out.splitlines()
-    assert len(printed) == 3 and re.fullmatch(r"\(\d+,\)", printed[2])  # (D,)
+    assert len(printed) == 5 and re.fullmatch(r"\(\d+,\)", printed[2])  # (D,)
+    assert printed[3] in printed[1] and 0 < float(printed[4]) < 1  # adapted to a speaker: a label, its unsure bound
