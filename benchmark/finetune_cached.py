@@ -30,6 +30,7 @@ RECIPE = ["--corpus", "emodb", "ravdess", "urdu", "ased", "emotiontts_ko",
           "--embedding_norm", "none", "--head_epochs", "40", "--learning_rate", "1e-3",
           "--encoder_learning_rate", "5e-5", "--per_device_train_batch_size", "16", "--num_train_epochs", "4",
           "--val_speakers", "0", "--disable_tqdm", "true", "--output_dir", OUTPUT]
+RUNNING = ["--save_strategy", "epoch", "--logging_steps", "10"]  # a fold resumes from its last epoch; progress in the log
 ORDER = (0, 3, 1, 4, 2)  # smallest training set first
 FROZEN_DEFAULT_UA = {"ased": 0.418, "emodb": 0.562, "emotiontts_ko": 0.510, "ravdess": 0.490, "urdu": 0.383}
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--collect", action="store_true", help="only write the JSON of folds already finished")
     args = parser.parse_args(argv)
     for fold in [int(f) for f in args.folds.split(",")]:
-        command = [*RECIPE, "--run_folds", str(fold)]
+        command = [*RECIPE, *RUNNING, "--run_folds", str(fold)]
         if args.collect or (ROOT / OUTPUT / f"fold_{fold:02d}" / "metrics.json").exists():
             result = collect(fold, command)
         else:

@@ -121,3 +121,28 @@ def test_a_tiny_fine_tuning_run_from_the_cache_works_and_resumes(whisper_path, e
     again = train.main(argv)
     assert "already done, kept" in capsys.readouterr().out
     assert again["folds"][0]["ua"] == result["folds"][0]["ua"]
+
+
+def test_an_interrupted_fold_resumes_from_its_last_epoch(whisper_path, emodb_rows, tmp_path, monkeypatch, capsys):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["--corpus", "emodb", "--labels", "angry", "sad", "--encoder", whisper_path, "--encoder_mode", "finetune",
+            "--trainable_layers", "1", "--pooling", "mean", "--layer_mix", "concat", "--classifier_hidden", "0",
+            "--head_epochs", "2", "--encoder_learning_rate", "5e-5", "--per_device_train_batch_size", "8",
+            "--num_train_epochs", "1", "--save_strategy", "epoch", "--max_files", "16", "--protocol", "loso",
+            "--val_speakers", "0", "--run_folds", "0", "--output_dir", str(out), "--cache_dir", str(cache),
+            "--disable_tqdm", "true"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "save_checkpoint", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train.main(argv)
+    fold = out / "fold_00"
+    assert list(fold.glob("checkpoint-*")) and not (fold / "metrics.json").exists()
+    first = (fold / "predictions.csv").read_text()
+    fitted = []
+    monkeypatch.setattr(train, "fit_head", lambda *args, **kwargs: fitted.append(1))
+    train.main(argv)  # resumes from the epoch's checkpoint: the same weights, the head not fitted again
+    assert not fitted and (fold / "metrics.json").exists() and not list(fold.glob("checkpoint-*"))
+    assert (fold / "predictions.csv").read_text() == first
