@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import Trainer
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from data_process import AudioError, audio_digest, load_audio
 from feature_cache import default_cache_dir, encoder_key
@@ -114,6 +116,9 @@ class HiddenDataset:
     def __getitem__(self, i: int) -> dict:
         return {"hidden_states": self.hidden[i], "frozen_layers": self.frozen[i], "labels": self.label_ids[i]}
 
+    def lengths(self) -> list[int]:
+        return [x.shape[0] for x in self.hidden]
+
 
 def collate_hidden(items: list[dict]) -> dict:
     """Pad to hidden_states (B, T, D) float32 with hidden_mask (B, T), and frozen_layers (B, Lf, T', D)."""
@@ -166,3 +171,20 @@ class CachedTopModel(nn.Module):
     def forward(self, hidden_states, hidden_mask, frozen_layers, labels=None, **kwargs):
         layers, mask = top_layers(self.model, hidden_states, hidden_mask, frozen_layers)
         return self.model(embeddings=self.model.pool_layers(layers, mask), labels=labels)
+
+
+class HiddenTrainer(Trainer):
+    """The Trainer, with --train_sampling_strategy group_by_length on cached inputs: batches of similar lengths (little
+    padding for the top layers to run on), drawn at random as the Trainer's LengthGroupedSampler does."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, HiddenDataset):
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=dataset.lengths())
+        return super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        if isinstance(eval_dataset, HiddenDataset):  # predictions in the clips' order
+            return torch.utils.data.SequentialSampler(eval_dataset)
+        return super()._get_eval_sampler(eval_dataset)

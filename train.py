@@ -36,7 +36,7 @@ from corpora import label_corpora, label_map, parse_merge, read_corpora, read_hf
 from data_process import (EmbeddingsDataset, LayersDataset, WaveCollator, WaveDataset, collate_embeddings, collate_layers,
                           load_audio, make_folds)
 from feature_cache import cached_layers
-from finetune_cache import CachedTopModel, HiddenDataset, cached_hidden, collate_hidden, frozen_slice, supports_cached_finetune
+from finetune_cache import CachedTopModel, HiddenDataset, HiddenTrainer, cached_hidden, collate_hidden, frozen_slice, supports_cached_finetune
 from calibration import calibrate_folds, fit_modes, reliability_png
 from microphones import variant_maker
 from metrics import classification_report, compute_metrics, format_summary, summarize_folds
@@ -241,7 +241,7 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     resume = get_last_checkpoint(str(fold_dir)) if fold_dir.exists() else None
     if head_cache is not None and margs.head_epochs and resume is None:  # a resumed run's checkpoint already holds the fitted head
         fit_head(model, head_cache, fold["train"], label_ids, margs, targs, fold_dir, loss)
-    trainer = Trainer(
+    trainer = (HiddenTrainer if hidden is not None else Trainer)(
         model=CachedTopModel(model) if hidden is not None else model, args=args, data_collator=collator, train_dataset=train_ds,
         eval_dataset=make(fold["val"]) if has_val else None, processing_class=extractor,
         compute_metrics=partial(compute_metrics, labels=labels), compute_loss_func=loss,
@@ -307,7 +307,8 @@ def fit_head(model, cached, train_idx, label_ids, margs, targs, fold_dir: Path, 
         train_ds = EmbeddingsDataset(pooled_embeddings(model, [cached[i] for i in train_idx]), label_ids[train_idx])
         collator = collate_embeddings
     args = dataclasses.replace(targs, output_dir=str(fold_dir), num_train_epochs=margs.head_epochs,
-                               eval_strategy="no", save_strategy="no", remove_unused_columns=False)
+                               eval_strategy="no", save_strategy="no", remove_unused_columns=False,
+                               train_sampling_strategy="random")  # lengths mean nothing to pooled embeddings
     Trainer(model=model, args=args, data_collator=collator, train_dataset=train_ds, compute_loss_func=loss,
             optimizers=(optimizer_for(model, margs, args), None)).train()
     model.backbone.set_trainable(margs.encoder_mode, margs.trainable_layers)

@@ -30,7 +30,10 @@ RECIPE = ["--corpus", "emodb", "ravdess", "urdu", "ased", "emotiontts_ko",
           "--embedding_norm", "none", "--head_epochs", "40", "--learning_rate", "1e-3",
           "--encoder_learning_rate", "5e-5", "--per_device_train_batch_size", "16", "--num_train_epochs", "4",
           "--val_speakers", "0", "--disable_tqdm", "true", "--output_dir", OUTPUT]
-RUNNING = ["--save_strategy", "epoch", "--logging_steps", "10"]  # a fold resumes from its last epoch; progress in the log
+# a fold resumes from its last epoch; progress in the log; bf16 autocast for the two trainable layers and batches of
+# similar lengths (little padding): together about 4x faster on this CPU than float32 random batches
+RUNNING = ["--save_strategy", "epoch", "--logging_steps", "10", "--bf16", "true", "--use_cpu", "true",
+           "--train_sampling_strategy", "group_by_length"]
 ORDER = (0, 3, 1, 4, 2)  # smallest training set first
 FROZEN_DEFAULT_UA = {"ased": 0.418, "emodb": 0.562, "emotiontts_ko": 0.510, "ravdess": 0.490, "urdu": 0.383}
 

@@ -129,6 +129,7 @@ def test_an_interrupted_fold_resumes_from_its_last_epoch(whisper_path, emodb_row
             "--trainable_layers", "1", "--pooling", "mean", "--layer_mix", "concat", "--classifier_hidden", "0",
             "--head_epochs", "2", "--encoder_learning_rate", "5e-5", "--per_device_train_batch_size", "8",
             "--num_train_epochs", "1", "--save_strategy", "epoch", "--max_files", "16", "--protocol", "loso",
+            "--train_sampling_strategy", "group_by_length",  # batches of similar lengths (HiddenTrainer)
             "--val_speakers", "0", "--run_folds", "0", "--output_dir", str(out), "--cache_dir", str(cache),
             "--disable_tqdm", "true"]
 
