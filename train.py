@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError("--augment_variants caches augmented encoder outputs: it needs a pretrained encoder with "
                          "--encoder_mode frozen, or the top layers fine-tuned from the cache (from raw audio, use "
                          "--augment)")
-    if top_cached and (dargs.augment or dargs.crop_seconds):
+    if top_cached and (dargs.augment or "crop_seconds" in given):
         print("note: --augment and --crop_seconds act on audio: fine-tuning from cached inputs ignores them "
               "(--augment_variants caches augmented clips; --finetune_from_cache false trains from audio)")
     if is_encoder and (margs.encoder_mode == "frozen" or margs.head_epochs or top_cached):
