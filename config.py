@@ -99,6 +99,11 @@ class ModelArguments:
         "help": "With finetune: first train the new head alone for this many epochs on the cached frozen-encoder "
                 "layers (seconds per epoch), then fine-tune the encoder with it (linear probing, then fine-tuning). "
                 "0 = the head starts from random weights together with the encoder."})
+    finetune_from_cache: bool = field(default=True, metadata={
+        "help": "With --encoder_mode finetune --trainable_layers K on a Whisper backbone: cache the hidden state that "
+                "enters the first trainable layer once per clip (finetune_cache.py) and run only the top K layers and "
+                "the head each step, instead of the whole encoder from audio (the same model, a fraction of the "
+                "time; --crop_seconds and --augment do not apply, --augment_variants does). false: from audio."})
     # The defaults are the recipe that generalised best to unseen corpora (docs/benchmarks.md, leave one corpus out):
     # a frozen Whisper-base, the mean of every layer side by side, standardised, a linear classifier.
     pooling: str = field(default="mean", metadata={"help": f"One of {sorted(models.POOLINGS)}."})

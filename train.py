@@ -36,6 +36,7 @@ from corpora import label_corpora, label_map, parse_merge, read_corpora, read_hf
 from data_process import (EmbeddingsDataset, LayersDataset, WaveCollator, WaveDataset, collate_embeddings, collate_layers,
                           load_audio, make_folds)
 from feature_cache import cached_layers
+from finetune_cache import CachedTopModel, HiddenDataset, HiddenTrainer, cached_hidden, collate_hidden, frozen_slice, supports_cached_finetune
 from calibration import calibrate_folds, fit_modes, reliability_png
 from microphones import variant_maker
 from metrics import classification_report, compute_metrics, format_summary, summarize_folds
@@ -181,11 +182,16 @@ def embedding_datasets(model, embedded: np.ndarray, variants: list[np.ndarray], 
 
 
 def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, encoder, cached, embedded=None,
-             variants=(), given: dict | None = None) -> dict:
-    """Train one fold, save its best checkpoint and figures in `fold_dir`, and return its test report."""
+             variants=(), given: dict | None = None, hidden: tuple | None = None) -> dict:
+    """Train one fold, save its best checkpoint and figures in `fold_dir`, and return its test report.
+
+    hidden: (inputs, variants' inputs) of the first trainable layer, cached (finetune_cache.py): only the top layers
+    and the head run each step, on those inputs and the cached frozen layers (`cached`).
+    """
     if (fold_dir / "metrics.json").exists():  # finished before an interruption
         print(f"{fold_dir}: already done, kept")
         return json.loads((fold_dir / "metrics.json").read_text())["test"]
+    fold_start = time.time()
     set_seed(targs.seed)
     model, extractor = build_model(margs, labels, encoder)
     label_ids = np.array([labels.index(r.label) for r in data])
@@ -204,6 +210,15 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         make, make_train = embedding_datasets(model, embedded, variants, data, label_ids, fold["train"],
                                               margs.embedding_norm, margs.train_alone)
         collator = collate_embeddings
+    elif hidden is not None:  # the top encoder layers fine-tuned on their cached inputs
+        heard = frozen_slice(model)  # the frozen layers the head reads, from the feature cache
+        inputs, input_variants = hidden
+        make = lambda idx: HiddenDataset([inputs[i] for i in idx], [head_cache[i][heard] for i in idx],  # noqa: E731
+                                         label_ids[idx])
+        make_train = lambda idx: HiddenDataset(  # noqa: E731
+            [x[i] for x in (inputs, *input_variants) for i in idx],
+            [x[i][heard] for x in (head_cache, *variants) for i in idx], np.tile(label_ids[idx], 1 + len(variants)))
+        collator = collate_hidden
     elif cached is not None:
         last_only = margs.layer_mix == "last" and not model.config.first_layer
         keep = slice(-1, None) if last_only else slice(None)  # only the layers the head reads
@@ -215,7 +230,7 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
         paths = np.array([r.path for r in data])
         make = lambda idx, crop=None: WaveDataset(paths[idx], label_ids[idx], crop, seed=targs.seed)  # noqa: E731
         collator = WaveCollator(extractor)
-    from_audio = cached is None and embedded is None
+    from_audio = cached is None and embedded is None and hidden is None
     train_idx = balanced(fold["train"], data, targs.seed) if dargs.balanced_sampling else fold["train"]
     train_ds = make(train_idx, dargs.crop_seconds) if from_audio else make_train(train_idx)
     if from_audio:  # --augment, and silence trimming before the crop for backbones that trim
@@ -224,11 +239,10 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     weights = torch.tensor(len(fold["train"]) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32)
     loss = class_weighted_loss(weights) if margs.class_weighted else None
     resume = get_last_checkpoint(str(fold_dir)) if fold_dir.exists() else None
-    if head_cache is not None and resume is None:  # a resumed run's checkpoint already holds the fitted head
-        fit_head(model, LayersDataset([head_cache[i] for i in fold["train"]], label_ids[fold["train"]]), margs, targs,
-                 fold_dir, loss)
-    trainer = Trainer(
-        model=model, args=args, data_collator=collator, train_dataset=train_ds,
+    if head_cache is not None and margs.head_epochs and resume is None:  # a resumed run's checkpoint already holds the fitted head
+        fit_head(model, head_cache, fold["train"], label_ids, margs, targs, fold_dir, loss)
+    trainer = (HiddenTrainer if hidden is not None else Trainer)(
+        model=CachedTopModel(model) if hidden is not None else model, args=args, data_collator=collator, train_dataset=train_ds,
         eval_dataset=make(fold["val"]) if has_val else None, processing_class=extractor,
         compute_metrics=partial(compute_metrics, labels=labels), compute_loss_func=loss,
         callbacks=[EarlyStoppingCallback(margs.patience)] if args.load_best_model_at_end else [],
@@ -259,14 +273,15 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
                  **{f"logits_{m}": v for m, v in by_mode.items()}, **{f"novelty_{m}": v for m, v in novelties.items()})
         confusion_png(report["confusion"], labels, fold_dir / "confusion.png",
                       f"{fold_dir.name}: UA {report['ua']:.3f} WA {report['wa']:.3f}")
-    save_checkpoint(trainer, fold_dir, margs.save_fp16)
+    save_checkpoint(trainer, fold_dir, margs.save_fp16, model)  # the full model, which runs from audio
     curves_png(trainer.state.log_history, fold_dir / "training_curve.png")
     best_key = f"eval_{(args.metric_for_best_model or '').removeprefix('eval_')}"
     best_epoch = next((h["epoch"] for h in trainer.state.log_history
                        if h.get(best_key) == trainer.state.best_metric), None) if args.load_best_model_at_end else None
     (fold_dir / "metrics.json").write_text(json.dumps({
         "test": report, "train_seconds": seconds, "best_validation_ua": trainer.state.best_metric,
-        "best_epoch": best_epoch, "epochs_run": trainer.state.epoch,
+        "best_epoch": best_epoch, "epochs_run": trainer.state.epoch, "fold_seconds": time.time() - fold_start,
+        "finetune_from_cache": hidden is not None,
         "kept": KEPT[args.load_best_model_at_end, val_is_test],
         "sizes": {k: int(len(v)) for k, v in fold.items() if isinstance(v, np.ndarray)}}, indent=1))
     for stale in fold_dir.glob("checkpoint-*"):  # the best weights are saved above; resume state is no longer needed
@@ -279,13 +294,20 @@ def novelty_of(dataset: EmbeddingsDataset, model) -> np.ndarray:
     return novelty(dataset.embeddings, model.embedding_mean.numpy(), model.embedding_std.numpy())
 
 
-def fit_head(model, train_ds, margs, targs, fold_dir: Path, loss=None) -> None:
-    """Train only the head for --head_epochs on cached frozen-encoder layers, then make the encoder trainable again."""
+def fit_head(model, cached, train_idx, label_ids, margs, targs, fold_dir: Path, loss=None) -> None:
+    """Train only the head for --head_epochs on cached frozen-encoder layers (on their pooled embeddings, computed
+    once, where the path to them has no learned weights), then make the encoder trainable again."""
     for param in model.backbone.parameters():
         param.requires_grad_(False)
+    if any(p.requires_grad for part in (model.layer_mix, model.projector, model.pool) for p in part.parameters()):
+        train_ds, collator = LayersDataset([cached[i] for i in train_idx], label_ids[train_idx]), collate_layers
+    else:  # the same head, trained on what it reads: seconds instead of minutes
+        train_ds = EmbeddingsDataset(pooled_embeddings(model, [cached[i] for i in train_idx]), label_ids[train_idx])
+        collator = collate_embeddings
     args = dataclasses.replace(targs, output_dir=str(fold_dir), num_train_epochs=margs.head_epochs,
-                               eval_strategy="no", save_strategy="no", remove_unused_columns=False)
-    Trainer(model=model, args=args, data_collator=collate_layers, train_dataset=train_ds, compute_loss_func=loss,
+                               eval_strategy="no", save_strategy="no", remove_unused_columns=False,
+                               train_sampling_strategy="random")  # lengths mean nothing to pooled embeddings
+    Trainer(model=model, args=args, data_collator=collator, train_dataset=train_ds, compute_loss_func=loss,
             optimizers=(optimizer_for(model, margs, args), None)).train()
     model.backbone.set_trainable(margs.encoder_mode, margs.trainable_layers)
 
@@ -345,9 +367,11 @@ def apply_calibration(folder: Path, calibration: dict) -> None:
     config.save_pretrained(folder)
 
 
-def save_checkpoint(trainer: Trainer, folder: Path, fp16: bool) -> None:
-    """Save the trained model (optionally as float16 weights that load back as float32) and its extractor."""
-    model = trainer.model
+def save_checkpoint(trainer: Trainer, folder: Path, fp16: bool, model=None) -> None:
+    """Save the trained model (default the Trainer's; optionally as float16 weights that load back as float32) and its
+    extractor."""
+    model = trainer.model if model is None else model
+    trained = model
     if fp16:
         model = model.to(torch.float16)
     model.save_pretrained(folder)
@@ -356,7 +380,7 @@ def save_checkpoint(trainer: Trainer, folder: Path, fp16: bool) -> None:
         config = json.loads((folder / "config.json").read_text())
         config["dtype"] = "float32"
         (folder / "config.json").write_text(json.dumps(config, indent=2))
-        trainer.model.to(torch.float32)
+        trained.to(torch.float32)
 
 
 def label_sources(dargs: DataArguments, rows: list) -> dict:
@@ -429,18 +453,32 @@ def main(argv: list[str] | None = None) -> dict:
     encoder = models.BACKBONES[margs.backbone].load_encoder(margs.encoder) if is_encoder else None
     print(f"{len(rows)} utterances, {len({r.speaker for r in rows})} speakers, labels {labels}")
 
-    cached, embedded, variants, skipped = None, None, [], []
-    if dargs.augment_variants and not (is_encoder and margs.encoder_mode == "frozen"):
+    cached, embedded, variants, skipped, hidden = None, None, [], [], None
+    top_cached = (is_encoder and margs.encoder_mode == "finetune" and margs.finetune_from_cache
+                  and supports_cached_finetune(build_model(margs, labels, encoder)[0]))
+    if dargs.augment_variants and not (is_encoder and margs.encoder_mode == "frozen") and not top_cached:
         raise ValueError("--augment_variants caches augmented encoder outputs: it needs a pretrained encoder with "
-                         "--encoder_mode frozen (from raw audio, use --augment)")
-    if is_encoder and (margs.encoder_mode == "frozen" or margs.head_epochs):
+                         "--encoder_mode frozen, or the top layers fine-tuned from the cache (from raw audio, use "
+                         "--augment)")
+    if top_cached and (dargs.augment or "crop_seconds" in given):
+        print("note: --augment and --crop_seconds act on audio: fine-tuning from cached inputs ignores them "
+              "(--augment_variants caches augmented clips; --finetune_from_cache false trains from audio)")
+    if is_encoder and (margs.encoder_mode == "frozen" or margs.head_epochs or top_cached):
         model, extractor = build_model(margs, labels, encoder)
         with targs.main_process_first(desc="encoder cache"):
             layers, skipped = cached_layers(model, extractor, [r.path for r in rows], dargs.cache_dir)
+        if top_cached:  # the input of the first trainable layer, raw, full frame rate (finetune_cache.py)
+            with targs.main_process_first(desc="encoder hidden-state cache"):
+                inputs = cached_hidden(model, extractor, [r.path for r in rows], cache_dir=dargs.cache_dir)[0]
+            inputs = [x for x, y in zip(inputs, layers) if y is not None]
         rows, cached = [r for r, x in zip(rows, layers) if x is not None], [x for x in layers if x is not None]
         with targs.main_process_first(desc="augmented variants"):  # each variant k of every clip, cached once
             variants = [cached_layers(model, extractor, [r.path for r in rows], dargs.cache_dir,
                                       variant=variant_maker(rows, k))[0] for k in range(dargs.augment_variants)]
+            if top_cached:
+                hidden = (inputs, [cached_hidden(model, extractor, [r.path for r in rows], cache_dir=dargs.cache_dir,
+                                                 variant=variant_maker(rows, k))[0]
+                                   for k in range(dargs.augment_variants)])
         if margs.encoder_mode == "frozen" and not any(p.requires_grad for part in (model.layer_mix, model.projector, model.pool)
                                                       for p in part.parameters()):  # only the classifier learns:
             embedded, cached = pooled_embeddings(model, cached), None  # train it on pooled embeddings, computed once
@@ -471,7 +509,7 @@ def main(argv: list[str] | None = None) -> dict:
     fold_dirs = [out if single else out / f"fold_{i:02d}" for i in chosen]
     for i, fold_dir in zip(chosen, fold_dirs):
         report = run_fold(fold_dir, folds[i], rows, dargs, margs, targs, labels, encoder, cached, embedded, variants,
-                          given)
+                          given, hidden)
         if report:
             reports.append(report)
             print(f"fold {i} ({folds[i].get('name', 'all')[:60]}): UA {report['ua']:.3f} WA {report['wa']:.3f}")

@@ -107,7 +107,7 @@ def test_head_epochs_train_the_head_alone_then_free_the_top_layers(tmp_path, whi
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     rng = np.random.default_rng(0)
     layers = [rng.standard_normal((7, 20, 512)).astype(np.float16) for _ in range(8)]  # (L, T, D) as the cache keeps them
-    train.fit_head(model, train.LayersDataset(layers, np.array([0, 1] * 4)), margs, targs, tmp_path)
+    train.fit_head(model, layers, np.arange(8), np.array([0, 1] * 4), margs, targs, tmp_path)
     changed = {name for name, p in model.named_parameters() if not torch.equal(p.detach(), before[name])}
     assert changed == {name for name in before if not name.startswith("backbone.")}  # the head learnt, the encoder did not
     trainable = {id(p) for p in model.backbone.parameters() if p.requires_grad}
@@ -122,7 +122,8 @@ def test_fine_tuning_after_a_cached_head_on_real_speech(tmp_path, whisper_path, 
                          "--encoder_learning_rate", "1e-5", "--num_train_epochs", "1", "--crop_seconds", "2",
                          "--protocol", "fixed", "--test_speakers", "emodb:03", "--max_files", "60",
                          "--output_dir", str(tmp_path / "run"), "--cache_dir", str(cache), "--disable_tqdm", "true"])
-    assert len(list(cache.rglob("*.npy"))) == 60  # the head was fit on cached frozen layers
+    assert len(list((cache / "layers").rglob("*.npy"))) == 60  # the head was fit on cached frozen layers
+    assert len(list((cache / "hidden").rglob("*.npy"))) == 60  # the top layer was fine-tuned on its cached inputs
     assert result["folds"][0]["ua"] > 0.75, result["folds"][0]  # angry against sad, after one fine-tuning epoch
 
 
