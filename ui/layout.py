@@ -23,12 +23,13 @@ CALIBRATION = """Heard alone, a recording is compared with the voices the model 
 language, room and microphone shift what it hears more than emotion does. By default every recording
 you analyse teaches the page your voice (kept in this page only, never stored), and the next ones are
 judged against it: that helped simulated new users by about {gain} points of accuracy once they had
-recorded a few clips of different emotions (docs/benchmarks.md). Reset when someone else speaks."""
+recorded a few clips of different emotions (docs/adaptation.md); the table under the results shows each
+of your recordings re-judged as the page learns. Reset when someone else speaks."""
 
 MODEL_INFO = ("UA: the mean recall over emotions on corpora (languages, rooms, microphones) left out of its training, "
               "each clip judged alone; adapted: once a speaker's clips are judged together. The figure on new speakers "
               "of the corpora it learned from is higher, and partly flattered by text cues: see About this model.")
-CALIBRATION_GAIN = 6  # simulated users, session statistics vs each clip alone (benchmark/users.py; docs/benchmarks.md)
+CALIBRATION_GAIN = 4  # simulated users, every earlier recording vs each clip alone: 0.518 vs 0.477 (docs/adaptation.md)
 LIVE_LABEL = "Live microphone: the last {window:g} s, every {every:g} s while you speak"
 
 

@@ -7,7 +7,8 @@ drawn towards the model's statistics while there are few (normalization.shrunk_s
 turns it off; Reset forgets the recordings. Only float32 models that standardise can adapt, in PyTorch
 (infer.Recognizer) or onnxruntime (infer.OnnxScorer: the export's embedding output, the head in numpy); others
 judge each clip alone. Simulated users (the speakers of corpora the default recipe never heard: benchmark/users.py,
-docs/benchmarks.md) gained 6 points of UA this way (0.49 -> 0.55); two clips of calm speech instead
+docs/benchmarks.md) gained 6 points of UA this way (0.49 -> 0.55, speakers with 3 calm clips; with every speaker of the
+left-out corpora and the current default, 0.477 -> 0.518: docs/adaptation.md); two clips of calm speech instead
 (normalization.from_calm_speech) lost 7, so the page does not ask for them.
 """
 from __future__ import annotations
