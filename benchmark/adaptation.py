@@ -169,9 +169,8 @@ def simulate_users(cell: Path, seed: int = 0) -> dict:
     import torch
 
     from benchmark.common import PROTOCOLS, prepare
-    from benchmark.users import embeddings_of
+    from benchmark.users import embeddings_of, fold_model
     from metrics import classification_report
-    from models import EmotionClassifier
     from normalization import shrunk_statistics
 
     name = cell.parent.name
@@ -180,9 +179,7 @@ def simulate_users(cell: Path, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     out = {}
     for i, fold in enumerate(folds):
-        model = EmotionClassifier.from_pretrained(cell / f"fold_{i:02d}", dtype=torch.float32).eval()
-        labels = [model.config.id2label[k] for k in range(model.config.num_labels)]
-        mean, std = model.embedding_mean.numpy(), model.embedding_std.numpy()
+        model, labels, mean, std = fold_model(cell, i)
 
         def judge(x, stats=(None, None)):
             with torch.no_grad():

@@ -42,13 +42,25 @@ def embeddings_of(cell: Path, rows) -> np.ndarray:
     return pooled_embeddings(model, layers)
 
 
+def fold_model(cell: Path, i: int):
+    """Return fold i's model of a LOCO cell (float32, eval), its labels and its statistics for a clip alone."""
+    import torch
+
+    from models import EmotionClassifier
+
+    model = EmotionClassifier.from_pretrained(cell / f"fold_{i:02d}", dtype=torch.float32).eval()
+    if not model.normalizes:
+        raise ValueError(f"{cell}: its model standardises nothing (trained without --embedding_norm)")
+    labels = [model.config.id2label[k] for k in range(model.config.num_labels)]
+    return model, labels, model.embedding_mean.numpy(), model.embedding_std.numpy()
+
+
 def simulate(cell: Path, seed: int = 0) -> dict:
     """Return UA per left-out corpus and way of judging (see the module docstring), and their means."""
     import torch
 
     from benchmark.common import PROTOCOLS, prepare
     from metrics import classification_report
-    from models import EmotionClassifier
     from normalization import from_calm_speech, neutral_offset, shrunk_statistics, statistics
 
     rows, folds, _ = prepare(PROTOCOLS["loco"], seed)
@@ -56,11 +68,7 @@ def simulate(cell: Path, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     out = {}
     for i, fold in enumerate(folds):
-        model = EmotionClassifier.from_pretrained(cell / f"fold_{i:02d}", dtype=torch.float32).eval()
-        if not model.normalizes:
-            raise ValueError(f"{cell}: its model standardises nothing (trained without --embedding_norm)")
-        labels = [model.config.id2label[k] for k in range(model.config.num_labels)]
-        mean, std = model.embedding_mean.numpy(), model.embedding_std.numpy()
+        model, labels, mean, std = fold_model(cell, i)
         # the offset train.py now stores (a cell trained before it stored this one gets it recomputed, the same way)
         train = np.asarray(fold["train"])
         offset = neutral_offset(vectors[train], [rows[j].speaker for j in train],
