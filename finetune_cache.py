@@ -157,6 +157,26 @@ def top_layers(model, hidden_states: torch.Tensor, hidden_mask: torch.Tensor, fr
     return torch.cat([below, frozen, layers], dim=1), mask
 
 
+@torch.no_grad()
+def top_embeddings(model, dataset: HiddenDataset, batch_size: int = 16) -> np.ndarray:
+    """Return every clip's pooled embedding (N, F) from the (fine-tuned) top layers run on its cached input, in the
+    dataset's order; clips are batched by length (little padding)."""
+    was_training = model.training
+    model.eval()
+    order = np.argsort(dataset.lengths(), kind="stable")
+    out = np.empty((len(dataset), 0), np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        batch = collate_hidden([dataset[i] for i in rows])
+        layers, mask = top_layers(model, batch["hidden_states"], batch["hidden_mask"], batch["frozen_layers"])
+        pooled = model.pool_layers(layers, mask).float().numpy()
+        if out.shape[1] == 0:
+            out = np.zeros((len(dataset), pooled.shape[1]), np.float32)
+        out[rows] = pooled
+    model.train(was_training)
+    return out
+
+
 class CachedTopModel(nn.Module):
     """What the Trainer trains: the model's top encoder layers and head on cached inputs (same parameters)."""
 

@@ -66,6 +66,14 @@ def average_statistics(embeddings: np.ndarray, groups: Sequence) -> tuple[np.nda
     return means.mean(0), np.sqrt((stds.astype(np.float64) ** 2).mean(0)).astype(np.float32)
 
 
+def remapped(embeddings: np.ndarray, groups: Sequence, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The adapted mode of a model that does not standardise (an encoder fine-tuned without --embedding_norm): each
+    embedding standardised with its group's statistics, then put back on the training set's scale (`mean`, `std`), the
+    scale its head learned on."""
+    own_mean, own_std = group_statistics(embeddings, groups)
+    return (mean + std * (embeddings - own_mean) / np.maximum(own_std, EPS)).astype(np.float32)
+
+
 def neutral_offset(embeddings: np.ndarray, speakers: Sequence, is_neutral: np.ndarray, std: np.ndarray) -> np.ndarray:
     """Return how far a speaker's calm (neutral) speech sits from that speaker's mean, in units of `std` (the
     model's spread), averaged over the speakers who have some: a user's few calm clips then place their mean."""

@@ -36,12 +36,13 @@ from corpora import label_corpora, label_map, parse_merge, read_corpora, read_hf
 from data_process import (EmbeddingsDataset, LayersDataset, WaveCollator, WaveDataset, collate_embeddings, collate_layers,
                           load_audio, make_folds)
 from feature_cache import cached_layers
-from finetune_cache import CachedTopModel, HiddenDataset, HiddenTrainer, cached_hidden, collate_hidden, frozen_slice, supports_cached_finetune
+from finetune_cache import (CachedTopModel, HiddenDataset, HiddenTrainer, cached_hidden, collate_hidden, frozen_slice,
+                            supports_cached_finetune, top_embeddings)
 from calibration import calibrate_folds, fit_modes, reliability_png
 from microphones import variant_maker
 from metrics import classification_report, compute_metrics, format_summary, summarize_folds
 from model_card import write_model_card
-from normalization import GROUPINGS, average_statistics, group_statistics, neutral_offset, novelty
+from normalization import GROUPINGS, average_statistics, group_statistics, neutral_offset, novelty, remapped, statistics
 from plots import confusion_png, curves_png
 
 NORM_MODES = ("none", "speaker", "corpus")  # how test clips are standardised (see --normalize_test)
@@ -255,6 +256,9 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     test = fold["test"]
     by_mode = {mode: trainer.predict(make(test, mode)).predictions for mode in modes if len(test)}
     novelties = {mode: novelty_of(make(test, mode), model) for mode in modes if len(test)}
+    if hidden is not None and len(test):  # the fine-tuned encoder's own statistics give the adapted modes
+        by_mode, novelties = finetuned_modes(model, make, fold["train"], test, data)
+        modes = tuple(by_mode)
     logits = by_mode.get(dargs.normalize_test) if modes else trainer.predict(make(test)).predictions if len(test) else None
     if not trainer.is_world_process_zero():
         return {}
@@ -287,6 +291,21 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     for stale in fold_dir.glob("checkpoint-*"):  # the best weights are saved above; resume state is no longer needed
         shutil.rmtree(stale, ignore_errors=True)
     return report
+
+
+def finetuned_modes(model, make, train_idx, test_idx, data) -> tuple[dict, dict]:
+    """Return the test logits and novelty per mode of a model fine-tuned without standardisation: alone as trained,
+    adapted with each group's statistics put back on the training set's scale (normalization.remapped)."""
+    train, test = top_embeddings(model, make(train_idx)), top_embeddings(model, make(test_idx))
+    mean, std = statistics(train)
+    rows = [data[i] for i in test_idx]
+    by_mode, novelties = {}, {}
+    for mode in NORM_MODES:
+        vectors = test if mode == "none" else remapped(test, GROUPINGS[mode](rows), mean, std)
+        with torch.no_grad():
+            by_mode[mode] = model.eval()(embeddings=torch.from_numpy(vectors)).logits.float().numpy()
+        novelties[mode] = novelty(vectors, mean, std)
+    return by_mode, novelties
 
 
 def novelty_of(dataset: EmbeddingsDataset, model) -> np.ndarray:

@@ -2,6 +2,7 @@
 
     nohup nice -n 15 python3 -m benchmark.finetune_cached > runs/ft_top2_cached_loco.log 2>&1 &   # run or resume
     python3 -m benchmark.finetune_cached --collect                    # only write the finished folds' JSON
+    python3 -m benchmark.finetune_cached --report                     # rebuild README.md from the committed JSON
 
 Each fold runs as its own `train.py --run_folds I` (a fold whose metrics.json exists is kept, so an interrupted run
 resumes where it stopped, across sessions); each finished fold is written to
@@ -35,7 +36,7 @@ RECIPE = ["--corpus", "emodb", "ravdess", "urdu", "ased", "emotiontts_ko",
 RUNNING = ["--save_strategy", "epoch", "--logging_steps", "10", "--bf16", "true", "--use_cpu", "true",
            "--train_sampling_strategy", "group_by_length"]
 ORDER = (0, 3, 1, 4, 2)  # smallest training set first
-FROZEN_DEFAULT_UA = {"ased": 0.418, "emodb": 0.562, "emotiontts_ko": 0.510, "ravdess": 0.490, "urdu": 0.383}
+MODES = {"alone": "none", "adapted": "speaker"}  # the benchmark's names for train.py's test modes
 
 
 def collect(fold: int, command: list[str], wall_seconds: float | None = None) -> dict | None:
@@ -51,8 +52,7 @@ def collect(fold: int, command: list[str], wall_seconds: float | None = None) ->
     corpus = test["test_corpora"][0]
     result = {
         "fold": fold, "test_corpus": corpus, "ua": test["ua"], "wa": test["wa"], "macro_f1": test.get("macro_f1"),
-        "n_test": test.get("n"), "normalization": test.get("normalization"),  # per-mode UA where the model standardises
-        "frozen_default_ua": FROZEN_DEFAULT_UA.get(corpus),
+        "n_test": test.get("n"), "normalization": test.get("normalization"),  # UA per test mode: none, speaker, corpus
         "fold_seconds": metrics.get("fold_seconds"), "train_seconds": metrics.get("train_seconds"),
         "process_seconds": wall_seconds,  # train.py's whole process: loading the caches too
         "finetune_from_cache": metrics.get("finetune_from_cache"), "sizes": metrics.get("sizes"),
@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folds", default=",".join(map(str, ORDER)), help="fold numbers, in run order")
     parser.add_argument("--collect", action="store_true", help="only write the JSON of folds already finished")
+    parser.add_argument("--report", action="store_true", help="only rebuild README.md from the committed JSON")
     args = parser.parse_args(argv)
+    if args.report:
+        print(write_report())
+        return
     for fold in [int(f) for f in args.folds.split(",")]:
         command = [*RECIPE, *RUNNING, "--run_folds", str(fold)]
         if args.collect or (ROOT / OUTPUT / f"fold_{fold:02d}" / "metrics.json").exists():
@@ -77,6 +81,45 @@ def main(argv: list[str] | None = None) -> None:
             subprocess.run([sys.executable, "train.py", *command], cwd=ROOT, check=True)
             result = collect(fold, command, time.time() - start)
         print(f"fold {fold}: {json.dumps(result) if result else 'not finished'}", flush=True)
+    write_report()
+
+
+def frozen_default() -> dict:
+    """The shipped default's UA per left-out corpus and mode (benchmark/results/adaptation.json)."""
+    results = json.loads((ROOT / "benchmark" / "results" / "adaptation.json").read_text())
+    modes = results["recipes"][results["chosen"]]["modes"]
+    return {mode: {corpus: fold["ua"] for corpus, fold in modes[mode]["folds"].items()} for mode in MODES}
+
+
+def write_report() -> Path:
+    """Rebuild README.md's results from the committed fold JSON (and the default's figures), both modes."""
+    folds = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("fold_*.json"))]
+    default = frozen_default()
+    lines = ["| fold | left out | train clips | FT alone | FT adapted | default alone | default adapted | fold minutes |",
+             "|---|---|---|---|---|---|---|---|"]
+    sums = {key: [] for key in ("ft_alone", "ft_adapted", "alone", "adapted")}
+    for f in folds:
+        corpus, by_mode = f["test_corpus"], f.get("normalization") or {}
+        ft = {mode: (by_mode.get(test) or {}).get("ua") for mode, test in MODES.items()}
+        ft["alone"] = ft["alone"] if by_mode else f["ua"]  # folds run before both modes were saved: alone only
+        for key, value in (("ft_alone", ft["alone"]), ("ft_adapted", ft["adapted"]),
+                           ("alone", default["alone"][corpus]), ("adapted", default["adapted"][corpus])):
+            sums[key].append(value)
+        cell = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(f"| {f['fold']} | {corpus} | {f['sizes']['train']} | {cell(ft['alone'])} | {cell(ft['adapted'])} | "
+                     f"{default['alone'][corpus]:.3f} | {default['adapted'][corpus]:.3f} | {f['fold_seconds'] / 60:.1f} |")
+    if folds and all(v is not None for values in sums.values() for v in values):
+        mean = {k: sum(v) / len(v) for k, v in sums.items()}
+        lines.append(f"| mean | {len(folds)} of 5 folds | | {mean['ft_alone']:.3f} | {mean['ft_adapted']:.3f} | "
+                     f"{mean['alone']:.3f} | {mean['adapted']:.3f} | |")
+    doc = RESULTS / "README.md"
+    text = doc.read_text()
+    start, end = text.index(TABLE_START), text.index(TABLE_END)
+    doc.write_text(text[:start + len(TABLE_START)] + "\n" + "\n".join(lines) + "\n" + text[end:])
+    return doc
+
+
+TABLE_START, TABLE_END = "<!-- results: python3 -m benchmark.finetune_cached --report -->", "<!-- end of results -->"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from normalization import Speaker, shrunk_statistics, speaker_or_corpus
+from normalization import Speaker, remapped, shrunk_statistics, speaker_or_corpus, statistics
 from tests.test_generalization import normalising_model
 
 EMODB_03 = ["03a01Wa.wav", "03a01Nc.wav", "03a02Ta.wav", "03a01Fa.wav"]  # speaker 03: angry, neutral, sad, happy
@@ -24,6 +24,19 @@ def test_a_speaker_needs_three_emotions_for_statistics_of_their_own():
     rows = [row("a", "1", e) for e in ("angry", "sad", "happy")] + [row("a", "2", "sad")] * 2 + [row("b", "3", "sad"),
                                                                                                   row("b", "3", "happy")]
     assert speaker_or_corpus(rows) == ["a:1"] * 3 + ["a:*"] * 2 + ["b:*"] * 2
+
+
+def test_a_model_without_standardisation_is_adapted_on_its_training_scale():
+    rng = np.random.default_rng(0)
+    voices = np.concatenate([rng.normal(5, 3, (40, 4)), rng.normal(-2, 0.5, (30, 4))]).astype(np.float32)
+    groups = ["a"] * 40 + ["b"] * 30
+    mean, std = np.array([1, 2, 3, 4], np.float32), np.array([1, 1, 2, 2], np.float32)
+    out = remapped(voices, groups, mean, std)
+    for group in ("a", "b"):  # each voice moved onto the training set's mean and spread, its order kept
+        rows = np.array(groups) == group
+        own_mean, own_std = statistics(out[rows])
+        assert np.allclose(own_mean, mean, atol=1e-4) and np.allclose(own_std, std, atol=1e-4)
+        assert np.array_equal(np.argsort(out[rows, 0]), np.argsort(voices[rows, 0]))
 
 
 def test_speaker_statistics_are_carried_between_calls():

@@ -103,6 +103,11 @@ def test_a_tiny_fine_tuning_run_from_the_cache_works_and_resumes(whisper_path, e
     assert metrics["finetune_from_cache"] and metrics["fold_seconds"] > 0 and result["folds"]
     assert len(list((cache / "hidden").rglob("*.npy"))) == len(list((cache / "layers").rglob("*.npy"))) == 24
     assert not list(fold.glob("checkpoint-*"))
+    # both modes: alone as trained, adapted with each group's statistics on the training set's scale
+    saved = np.load(fold / "test_logits.npz")
+    assert set(metrics["test"]["normalization"]) == {"none", "speaker", "corpus"}
+    assert np.array_equal(saved["logits_none"], saved["logits"]) and saved["logits_speaker"].shape == saved["logits"].shape
+    assert not np.allclose(saved["logits_speaker"], saved["logits_none"])
     # the saved model runs from audio and gives the fold's test predictions
     model = before.from_pretrained(fold).eval()
     rows = [line.split(",") for line in (fold / "predictions.csv").read_text().splitlines()[1:]]
