@@ -21,7 +21,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from infer import Recognizer
+from serving.recognizer import Recognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "tests" / "checkpoints" / "cnn1d-light"
@@ -258,7 +258,7 @@ def test_long_audio_is_the_mean_of_its_windows(recognizer, tone):
 def test_readme_example_runs(capsys):
     """The Python API example of the README, run as written (in this process: torch is imported already)."""
     readme = (ROOT / "README.md").read_text()
-    start = readme.index("```python\nfrom infer import Recognizer")
+    start = readme.index("```python\nfrom serving.recognizer import Recognizer")
     code = readme[start + len("```python\n"): readme.index("```", start + 10)]
     cwd = os.getcwd()
     os.chdir(ROOT)
