@@ -19,6 +19,10 @@ are batched together.
 Rows are written in input order and flushed one file at a time. An interrupted run (Ctrl-C, SIGTERM)
 leaves a valid file; the same command again skips the files already in it (--overwrite starts over).
 Off a terminal, progress is printed as plain lines on standard error.
+
+This file is the command line only: the files are scored through the Python API the app uses too
+(serving/recognizer.py), by the local engine (serving/local_engine.py) or Ray's (serving/ray_engine.py),
+and written by serving/writers.py.
 """
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ def run(checkpoint: str | None, output: str, inputs: list[str], segments: bool =
         ray_options: dict | None = None) -> int:
     """Score every audio file under `inputs` into `output` ("-": standard output); return how many failed.
 
-    engine "ray": scored by Ray Data actors (ray_engine.py; `ray_options`: its actors, cpus_per_actor,
+    engine "ray": scored by Ray Data actors (serving/ray_engine.py; `ray_options`: its actors, cpus_per_actor,
     gpus_per_actor, address), the same rows in the same order; `scorer` then only gives the labels.
     """
     checkpoint = checkpoint or default_checkpoint()
@@ -93,7 +97,7 @@ def run(checkpoint: str | None, output: str, inputs: list[str], segments: bool =
         handle.flush()
     progress = Progress(len(files), len(files) - len(todo))
     failed = 0
-    if engine == "ray":  # the same records, scored by Ray Data actors (ray_engine.py), in input order
+    if engine == "ray":  # the same records, scored by Ray Data actors (serving/ray_engine.py), in input order
         from serving import ray_engine
 
         records = ray_engine.records(checkpoint, todo, runtime=runtime, precision=precision, device=device,
@@ -196,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
                              "is exported once into $SER_CACHE/onnx), auto (onnx where the checkpoint exports and runs "
                              "on the CPU, else torch); --normalize and --embeddings work with each")
     parser.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
-                        help="auto: the int8 graph (onnxruntime, quantize.py) where the checkpoint's int8.json shows "
+                        help="auto: the int8 graph (onnxruntime, serving/quantize.py) where the checkpoint's int8.json shows "
                              "it meets the drift bound (>= 99%% top-1 agreement with float32, <= 0.5 point of UA "
                              "lost on real clips), else float32 in --runtime; fp32: always float32; int8: int8 even "
                              "where it was not measured")
@@ -214,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
                              "instance, or on the cluster named by the RAY_ADDRESS environment variable (e.g. "
                              "ray://head:10001; every node must see INPUT at the same paths, and the checkpoint "
                              "unless it lies in this folder or is a Hub id). Same rows, same order, same resume "
-                             "(ray_engine.py)")
+                             "(serving/ray_engine.py)")
     parser.add_argument("--ray_actors", type=int, default=None, metavar="N",
                         help="--engine ray: scoring actors (default: as many as the cluster's CPUs allow, leaving one "
                              "CPU free for Ray's own work; with --ray_gpus_per_actor, the cluster's GPUs)")

@@ -24,6 +24,7 @@ from data_process import SAMPLE_RATE, load_audio, to_model_rate
 
 ROOT = Path(__file__).resolve().parent.parent  # the project folder (checkpoints/ lies in it)
 
+
 @dataclass
 class Window:
     start: float  # seconds

@@ -12,6 +12,7 @@ import numpy as np
 
 from serving.recognizer import Prediction
 
+
 @dataclass
 class Record:
     path: str

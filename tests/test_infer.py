@@ -218,7 +218,7 @@ def test_hub_id_loads_from_the_hub_cache(tmp_path, clips, recognizer):
     shutil.copytree(CHECKPOINT, snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-    code = ("import sys; sys.path.insert(0, '.'); from infer import Recognizer\n"
+    code = ("import sys; sys.path.insert(0, '.'); from serving.recognizer import Recognizer\n"
             f"print(Recognizer.from_pretrained('someone/ser-cnn', device='cpu').predict({clips[0]!r}).label)\n"
             "try: Recognizer.from_pretrained('someone/absent')\n"
             "except FileNotFoundError as err: print(err)")
