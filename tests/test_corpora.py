@@ -100,7 +100,7 @@ def test_corpora_root_env(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=str(tmp_path / "emodb")):
         read_corpus("emodb")
     monkeypatch.delenv("SER_CORPORA")
-    assert corpora.corpora_root() == Path(corpora.__file__).resolve().parent.parent / "shared" / "corpora"
+    assert corpora.corpora_root() == Path(corpora.__file__).resolve().parents[2] / "shared" / "corpora"
 
 
 # ---------------------------------------------------------------------------------------------
