@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))
 
-    from infer import load_scorer
+    from serving.recognizer import load_scorer
     from ui.layout import build
     from ui.model_store import ModelStore
 

@@ -41,7 +41,7 @@ from transformers import AutoModelForAudioClassification
 import models  # noqa: F401  (registers the architecture with the Auto classes)
 from models.waveform import SAMPLE_RATE
 # the graph's names; GRAPH_VERSION 2: the pooled embedding beside the probabilities (an older cached export is redone)
-from onnx_recognizer import EMBEDDING, GRAPH_VERSION, INPUT, OUTPUT, weights_digest
+from serving.onnx_recognizer import EMBEDDING, GRAPH_VERSION, INPUT, OUTPUT, weights_digest
 
 OPSET = 18  # the torch.export-based exporter's own opset; onnxruntime's int8 quantisation handles it
 TOLERANCE = 1e-3  # largest difference in any probability between onnxruntime and PyTorch that an export may have
@@ -68,7 +68,7 @@ def load(checkpoint: str | Path) -> nn.Module:
 class WaveformClassifier(nn.Module):
     """An EmotionClassifier with the steps around it, as one traceable module: waveform (B, N) -> probabilities (B, C)
     and the pooled embedding (B, F) the classifier reads, before any standardisation (the mean over the windows
-    of long audio, as infer.Prediction.embedding), so that a runtime can standardise it with other statistics.
+    of long audio, as recognizer.Prediction.embedding), so that a runtime can standardise it with other statistics.
 
     The windows, the feature extractor's per-window normalisation and the softmax average are tensor
     operations on the input's shape, so a trace of one length serves every length.
@@ -203,7 +203,7 @@ def export_transformers(checkpoint: str | Path, output: str | Path | None = None
         if head_only:  # the head's tensors as stored (float16 or float32), the shared encoder's as its file stores them
             write_full_weights(source, Path(scratch) / WEIGHTS, folder / WEIGHTS)
     if head_only and (folder / "settings.json").is_file() and (folder / "metrics.json").is_file():
-        from model_card import rewrite
+        from reports.model_card import rewrite
 
         rewrite(folder)  # the copy's card: full weights, no shared encoder
     print(f"{folder}: self-contained ({', '.join(sorted(p.name for p in folder.glob('*.py')))})", file=sys.stderr)

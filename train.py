@@ -29,21 +29,22 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, Wav2
 from transformers.trainer_utils import get_last_checkpoint
 
 import models
-from augment import training_dataset
+from audio.augment import training_dataset
 from config import (PROTOCOLS, DataArguments, ModelArguments, check_settings, evaluation_settings, given_flags,
                     parse_args, resolve_embedding_norm)
-from corpora import label_corpora, label_map, parse_merge, read_corpora, read_hf_splits, relabel
+from data.corpora import label_corpora, label_map, parse_merge, read_corpora, read_hf_splits, relabel
 from data_process import (EmbeddingsDataset, LayersDataset, WaveCollator, WaveDataset, collate_embeddings, collate_layers,
                           load_audio, make_folds)
-from feature_cache import cached_layers
-from finetune_cache import (CachedTopModel, HiddenDataset, HiddenTrainer, cached_hidden, collate_hidden, frozen_slice,
-                            supports_cached_finetune, top_embeddings)
-from calibration import calibrate_folds, fit_modes, reliability_png
-from microphones import variant_maker
+from data.feature_cache import cached_layers
+from data.finetune_cache import (CachedTopModel, HiddenDataset, HiddenTrainer, cached_hidden, collate_hidden, frozen_slice,
+                                 supports_cached_finetune, top_embeddings)
+from adaptation.calibration import calibrate_folds, fit_modes, reliability_png
+from audio.microphones import variant_maker
 from metrics import classification_report, compute_metrics, format_summary, summarize_folds
-from model_card import write_model_card
-from normalization import GROUPINGS, average_statistics, group_statistics, neutral_offset, novelty, remapped, statistics
-from plots import confusion_png, curves_png
+from reports.model_card import write_model_card
+from adaptation.normalization import (GROUPINGS, average_statistics, group_statistics, neutral_offset, novelty, remapped,
+                                      statistics)
+from reports.plots import confusion_png, curves_png
 
 NORM_MODES = ("none", "speaker", "corpus")  # how test clips are standardised (see --normalize_test)
 NO_VALIDATION = " (--val_speakers 0, --protocol all, or too few speakers)"  # why a fold has no validation set

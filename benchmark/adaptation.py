@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.common import ROOT, WHISPER_BASE, machine, now, read_json, write_json
-from calibration import MODES
+from adaptation.calibration import MODES
 
 RUNS = Path("runs/adaptation")
 RESULTS = ROOT / "benchmark" / "results" / "adaptation.json"
@@ -107,7 +107,7 @@ def check_fold(test: dict, others: list[dict], loco: list[dict], mode: str) -> d
     """Return one fold's calibration figures in `mode`: raw, the shipped way (one temperature fit on the clip-alone
     logits of the left-out corpora), one temperature per mode and a temperature that grows with the clip's
     distance, each fit on the other folds; and the unsure rule (from the other folds) with what it flags."""
-    from calibration import (expected_calibration_error, fit_novelty_temperature, fit_temperature,
+    from adaptation.calibration import (expected_calibration_error, fit_novelty_temperature, fit_temperature,
                              novelty_temperatures, reliability, scaled_softmax, softmax, unsure_threshold)
 
     def pool(folds, key):
@@ -171,7 +171,7 @@ def simulate_users(cell: Path, seed: int = 0) -> dict:
     from benchmark.common import PROTOCOLS, prepare
     from benchmark.users import embeddings_of, fold_model
     from metrics import classification_report
-    from normalization import shrunk_statistics
+    from adaptation.normalization import shrunk_statistics
 
     name = cell.parent.name
     rows, folds, _ = prepare(PROTOCOLS["loco_six"], seed)

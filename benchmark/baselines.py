@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cache_dir", default=None, help="feature cache root (default: $SER_CACHE or ~/.cache/ser)")
     args = parser.parse_args(argv)
 
-    from corpora import read_corpus
+    from data.corpora import read_corpus
 
     rows = read_corpus(args.corpus)
     folds = make_folds([r.label for r in rows], [r.speaker for r in rows], args.protocol, k=args.k,

@@ -165,7 +165,7 @@ def all_systems() -> dict[str, System]:
 # ---------------------------------------------------------------------------------------------
 def prepare(protocol: Protocol, seed: int, max_files: int | None = None):
     """Return (rows, folds, train.py data flags) of `protocol`, the rows and folds train.py builds from those flags."""
-    from corpora import parse_merge, read_corpora
+    from data.corpora import parse_merge, read_corpora
     from data_process import make_folds
     from train import subsample
 

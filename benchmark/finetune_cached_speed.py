@@ -22,10 +22,10 @@ import torch
 import train
 from benchmark.finetune_cached import RECIPE, RESULTS
 from config import parse_args
-from corpora import read_corpora
+from data.corpora import read_corpora
 from data_process import load_audio
-from feature_cache import cached_layers
-from finetune_cache import CachedTopModel, cached_hidden, collate_hidden, frozen_slice
+from data.feature_cache import cached_layers
+from data.finetune_cache import CachedTopModel, cached_hidden, collate_hidden, frozen_slice
 
 
 def main(argv: list[str] | None = None) -> dict:

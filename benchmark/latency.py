@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 def five_seconds_of_speech(seconds: float) -> np.ndarray:
     """Return `seconds` of real speech at 16 kHz: EmoDB utterances of one speaker, one after another."""
-    from corpora import corpora_root
+    from data.corpora import corpora_root
     from data_process import load_audio
 
     files = sorted((corpora_root() / "emodb" / "wav").glob("03a0*.wav"))
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     import soxr
     import torch
 
-    import infer  # noqa: F401  (imported before timing, so the first load time is the checkpoint's own)
+    import serving.recognizer  # noqa: F401  (imported before timing, so the first load time is the checkpoint's own)
     from ui import callbacks
     from ui.voice import Voice
     from ui.model_store import ModelStore, format_ua

@@ -3,7 +3,7 @@
     python -m benchmark.onnx_parity                      # 120 clips of each of the five corpora -> benchmark/results/
     python -m benchmark.onnx_parity --per_corpus 10 --output runs/parity.json
 
-Both runtimes score the same clips one at a time, as the app serves them (infer.Scorer.score: the windows of long
+Both runtimes score the same clips one at a time, as the app serves them (recognizer.Scorer.score: the windows of long
 audio, the pooled embedding of each), with the same number of threads:
 - alone: each clip with the model's own statistics (what `probabilities` returns);
 - adapted: each clip's embeddings standardised with the statistics of its speaker's clips in the sample, drawn
@@ -30,7 +30,7 @@ OUTPUT = ROOT / "benchmark" / "results" / "onnx_parity.json"
 
 def sample(corpora: tuple[str, ...], per_corpus: int) -> list:
     """Return `per_corpus` rows of each corpus, spread evenly over its (sorted) rows: every speaker, every emotion."""
-    from corpora import read_corpus
+    from data.corpora import read_corpus
 
     rows = []
     for name in corpora:
@@ -50,7 +50,7 @@ def score(scorer, clips: list[np.ndarray]) -> tuple[list, float]:
 
 def adapted(scorer, predictions: list, groups: list[str]) -> np.ndarray:
     """Return each clip's probabilities (N, C) with its group's statistics (its windows' mean, as infer.py does)."""
-    from normalization import shrunk_statistics
+    from adaptation.normalization import shrunk_statistics
 
     mean, std = scorer.model_statistics()
     vectors: dict[str, list] = {}
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from data_process import load_audio
-    from infer import OnnxScorer, Recognizer, default_checkpoint
+    from serving.recognizer import OnnxScorer, Recognizer, default_checkpoint
 
     checkpoint = Path(args.checkpoint or default_checkpoint())
     torch.set_num_threads(args.threads)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
     scale = float(np.abs(embeddings["torch"]).max())
     audio_s = sum(map(len, clips)) / 16_000
     result = {
-        "what": "onnxruntime float32 (infer.OnnxScorer) against PyTorch float32 (infer.Recognizer) on real clips",
+        "what": "onnxruntime float32 (recognizer.OnnxScorer) against PyTorch float32 (recognizer.Recognizer) on real clips",
         "command": " ".join(["python -m benchmark.onnx_parity", *(argv if argv is not None else sys.argv[1:])]),
         "date": now(), "checkpoint": checkpoint.name, "clips": len(clips), "audio_s": round(audio_s, 1),
         "corpora": {c: sum(r.corpus == c for r in rows) for c in args.corpora},

@@ -35,7 +35,7 @@ PROJECTED_CPUS_PER_NODE = 16  # e.g. a 16-core node: 15 actors of one CPU, one C
 
 def ravdess_clips(n: int) -> list[str]:
     """Return `n` RAVDESS files spread evenly over the corpus's sorted list (all actors, all emotions)."""
-    from corpora import corpora_root
+    from data.corpora import corpora_root
 
     files = sorted(str(p) for p in (corpora_root() / "ravdess").rglob("*.flac"))
     if len(files) < n:
@@ -66,15 +66,16 @@ def stamped(module, name: str, stamps: list[float]):
 
 def measure(scorer, files: list[str], output: Path, engine: str, ray_options: dict | None = None) -> dict:
     import infer
-    import ray_engine
+    from serving import local_engine, ray_engine
+    from serving.recognizer import default_checkpoint
 
     stamps: list[float] = []
     load_before = os.getloadavg()
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
-    target = (ray_engine, "records") if engine == "ray" else (infer, "_local_records")
+    target = (ray_engine, "records") if engine == "ray" else (local_engine, "records")
     with stamped(*target, stamps), contextlib.redirect_stderr(io.StringIO()):
         start = time.monotonic()
-        failed = infer.run(infer.default_checkpoint(), str(output), files, device="cpu", scorer=scorer,
+        failed = infer.run(default_checkpoint(), str(output), files, device="cpu", scorer=scorer,
                            engine=engine, ray_options=ray_options, overwrite=True)
         seconds = time.monotonic() - start
     cpu = resource.getrusage(resource.RUSAGE_SELF)
@@ -145,17 +146,17 @@ def main(argv: list[str] | None = None) -> dict:
     import soundfile
     import torch
 
-    import infer
-    import ray_engine
+    from serving import ray_engine
+    from serving.recognizer import default_checkpoint, load_scorer
 
     files = ravdess_clips(args.files)
     start = time.monotonic()
-    scorer = infer.load_scorer(infer.default_checkpoint(), device="cpu")
+    scorer = load_scorer(default_checkpoint(), device="cpu")
     load_s = time.monotonic() - start
     command = " ".join(["python -m benchmark.ray_engine", *(sys.argv[1:] if argv is None else argv)])
     results = {"command": command,
                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "checkpoint": str(Path(infer.default_checkpoint()).relative_to(ROOT)),
+               "checkpoint": str(Path(default_checkpoint()).relative_to(ROOT)),
                "files": f"{len(files)} RAVDESS clips (16 kHz FLAC, evenly spread over ../shared/corpora/ravdess)",
                "audio_seconds": round(sum(soundfile.info(f).duration for f in files), 1),
                "machine": machine(), "niceness": os.nice(0), "ray": ray.__version__,

@@ -189,7 +189,7 @@ def write_report(results: Path, doc: Path) -> Path:
             f"`{' '.join(system.flags).replace('{encoder}', 'ENC')}`"
         lines.append(f"| `{s}` | {system.title}{' (not run by default)' if not system.default else ''} | {flags} |")
     lines += ["", "ENC is the Whisper-base encoder (`../shared/models/whisper-base-encoder`). Frozen-encoder "
-              "systems train their head on cached encoder outputs (`feature_cache.py`).", ""]
+              "systems train their head on cached encoder outputs (`data/feature_cache.py`).", ""]
     lines += accuracy_section(cells, shown, protocols, png, doc)
     lines += generalization_section(cells, systems, results=results)
     lines += commands_section(cells)
@@ -517,7 +517,7 @@ def speed_lines(speed: dict, png: Path | None = None) -> list[str]:
               "counts the process's CPU time over all its threads, which other jobs on the machine disturb less. "
               "Ratio: this system's RTF over eGeMAPS + SVM's (above 1: slower). Rows `· onnx fp32` and `· onnx "
               "int8` are the default model's ONNX graph (export.py) in onnxruntime, as exported and quantised by "
-              "quantize.py's default recipe; its drift from float32 is in the checkpoint's int8.json.", "",
+              "serving/quantize.py's default recipe; its drift from float32 is in the checkpoint's int8.json.", "",
               "| system | parameters | RTF single | CPU-s per audio s | RTF batched | CPU-s per audio s | decode share "
               "| single vs eGeMAPS+SVM | batched vs eGeMAPS+SVM |", "|---|---|---|---|---|---|---|---|---|"]
     for r in speed["rtf"]:

@@ -106,11 +106,11 @@ def timed(function, reps: int) -> tuple[float, list[float], float]:
 
 
 class BaselineModel:
-    """A fitted baseline with the same calls as infer.Recognizer: probabilities-free, but end to end."""
+    """A fitted baseline with the same calls as recognizer.Recognizer: probabilities-free, but end to end."""
 
     def __init__(self, name: str, cache_dir: str | None):
         from benchmark import baselines
-        from corpora import read_corpus
+        from data.corpora import read_corpus
 
         self.name = name
         feature, make_model = baselines.BASELINES[name]
@@ -131,7 +131,7 @@ class BaselineModel:
 # ---------------------------------------------------------------------------------------------
 def real_clips(n: int) -> list:
     """Return `n` utterances spread evenly over EmoDB, RAVDESS and URDU (deterministic)."""
-    from corpora import read_corpus
+    from data.corpora import read_corpus
 
     chosen = []
     corpora = ["emodb", "ravdess", "urdu"]
@@ -213,9 +213,9 @@ def add_onnx_graphs(models: dict, default: Path | None) -> list[str]:
     return their names. Both run in onnxruntime; int8 recipes target Whisper encoders, so others get none."""
     if default is None or read_json(default / "config.json").get("backbone") != "whisper":
         return []
-    import quantize
-    from infer import OnnxScorer
-    from onnx_recognizer import cached_export
+    from serving import quantize
+    from serving.recognizer import OnnxScorer
+    from serving.onnx_recognizer import cached_export
 
     graphs = {f"{default.name} · onnx fp32": cached_export(default),
               f"{default.name} · onnx int8 ({quantize.DEFAULT_RECIPE})": quantize.cached_int8(default)}
@@ -241,7 +241,7 @@ def measure_training(sizes: list[int], args: SpeedArguments, work: Path) -> list
     """Return training wall time at each corpus size: Whisper head (cold and warm cache), CNN light, eGeMAPS + SVM."""
     from benchmark import baselines
     import train
-    from corpora import read_corpus
+    from data.corpora import read_corpus
     from data_process import load_audio
 
     emodb = read_corpus("emodb")
@@ -296,7 +296,7 @@ def length_probe(system: str, checkpoint: str | None, seconds: float, reps: int,
     """
     import torch
 
-    from infer import Recognizer
+    from serving.recognizer import Recognizer
 
     if threads:
         torch.set_num_threads(threads)
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from benchmark.report import write_report
     from data_process import load_audio
-    from infer import Recognizer
+    from serving.recognizer import Recognizer
 
     parser = HfArgumentParser(SpeedArguments, prog="python -m benchmark.speed", description=__doc__.split("\n\n")[0],
                               epilog=__doc__.split("\n\n", 1)[1],

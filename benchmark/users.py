@@ -28,7 +28,7 @@ def embeddings_of(cell: Path, rows) -> np.ndarray:
     """Return every row's pooled embedding, from the encoder cache, as the cell's train.py computed them."""
     import models
     from config import parse_args
-    from feature_cache import cached_layers
+    from data.feature_cache import cached_layers
     from train import build_model, pooled_embeddings
 
     settings = json.loads((cell / "settings.json").read_text())
@@ -61,7 +61,7 @@ def simulate(cell: Path, seed: int = 0) -> dict:
 
     from benchmark.common import PROTOCOLS, prepare
     from metrics import classification_report
-    from normalization import from_calm_speech, neutral_offset, shrunk_statistics, statistics
+    from adaptation.normalization import from_calm_speech, neutral_offset, shrunk_statistics, statistics
 
     rows, folds, _ = prepare(PROTOCOLS["loco"], seed)
     vectors = embeddings_of(cell, rows)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def speech_files() -> list[Path]:
-    from corpora import corpora_root
+    from data.corpora import corpora_root
 
     files = sorted((corpora_root() / "emodb" / "wav").glob("*.wav"))
     if not files:

@@ -29,7 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]  # the project root
 sys.path.insert(0, str(ROOT))
-from corpora import read_corpus  # noqa: E402
+from data.corpora import read_corpus  # noqa: E402
 from data_process import SAMPLE_RATE, load_audio  # noqa: E402
 
 TEXTS = {

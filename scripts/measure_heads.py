@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     import numpy as np
     import torch  # noqa: F401
 
-    from corpora import read_corpus
+    from data.corpora import read_corpus
     from data_process import load_audio
     from ui import callbacks
     from ui.model_store import ModelStore
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         import tempfile
 
         from export import export_transformers
-        from infer import Recognizer
+        from serving.recognizer import Recognizer
 
         with tempfile.TemporaryDirectory() as scratch:
             folder = export_transformers(store.info(names[-1]).path, Path(scratch) / "full")

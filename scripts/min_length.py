@@ -17,9 +17,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from corpora import read_corpus  # noqa: E402
+from data.corpora import read_corpus  # noqa: E402
 from data_process import SAMPLE_RATE, load_audio  # noqa: E402
-from infer import Recognizer  # noqa: E402
+from serving.recognizer import Recognizer  # noqa: E402
 from metrics import classification_report  # noqa: E402
 
 

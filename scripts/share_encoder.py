@@ -33,7 +33,7 @@ def refresh_code(checkpoint: Path) -> None:
 
 def share(checkpoint: Path, encoders: Path | None = None) -> Path:
     from models.shared_encoder import split_checkpoint
-    from quantize import weights_digest
+    from serving.quantize import weights_digest
 
     config = json.loads((checkpoint / "config.json").read_text())
     if not config.get("shared_encoder"):
@@ -44,7 +44,7 @@ def share(checkpoint: Path, encoders: Path | None = None) -> Path:
         split_checkpoint(checkpoint, encoders)
     refresh_code(checkpoint)
     if (checkpoint / "settings.json").is_file() and (checkpoint / "metrics.json").is_file():
-        from model_card import rewrite
+        from reports.model_card import rewrite
 
         rewrite(checkpoint)  # the card says where the encoder is
     int8 = checkpoint / "int8.json"

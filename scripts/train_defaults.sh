@@ -28,7 +28,7 @@ step runs/default_cv --protocol speaker_kfold --folds 5
 step checkpoints/$NAME --protocol all --save_fp16 true \
     --loco_metrics runs/default_loco/metrics.json --cv_metrics runs/default_cv/metrics.json \
     --users_metrics runs/default_loco/users.json
-python quantize.py --checkpoint checkpoints/$NAME  # int8: measured, used only where it meets the bound
+python -m serving.quantize --checkpoint checkpoints/$NAME  # int8: measured, used only where it meets the bound
 python scripts/share_encoder.py checkpoints/$NAME  # head-only: its encoder goes to checkpoints/encoders/whisper-base
 echo $NAME > checkpoints/default.txt
 

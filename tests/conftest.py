@@ -30,7 +30,7 @@ def whisper_path() -> str:
 
 @pytest.fixture(scope="session")
 def emodb_rows():
-    from corpora import corpora_root, read_corpus
+    from data.corpora import corpora_root, read_corpus
 
     require(corpora_root() / "emodb", "the EmoDB corpus")
     return read_corpus("emodb")

@@ -1,5 +1,5 @@
 """Adapted to the speaker: groups for per-speaker statistics, statistics carried between calls, calibration per
-mode (saved, loaded and applied by the model, infer.Recognizer and transformers' pipeline), and a head trained per
+mode (saved, loaded and applied by the model, recognizer.Recognizer and transformers' pipeline), and a head trained per
 speaker served with the right statistics in each mode. Real EmoDB recordings where speech matters."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from normalization import Speaker, remapped, shrunk_statistics, speaker_or_corpus, statistics
+from adaptation.normalization import Speaker, remapped, shrunk_statistics, speaker_or_corpus, statistics
 from tests.test_generalization import normalising_model
 
 EMODB_03 = ["03a01Wa.wav", "03a01Nc.wav", "03a02Ta.wav", "03a01Fa.wav"]  # speaker 03: angry, neutral, sad, happy
@@ -56,7 +56,7 @@ def test_speaker_statistics_are_carried_between_calls():
 def test_each_mode_has_its_own_calibration(tmp_path):
     from transformers import AutoModelForAudioClassification
 
-    from calibration import unsure_below
+    from adaptation.calibration import unsure_below
     from train import apply_calibration
 
     model = normalising_model()
@@ -93,7 +93,7 @@ def default_copy(tmp_path_factory):
 
 
 def test_a_recognizer_adapts_to_a_speaker_on_real_speech(default_copy):
-    from infer import Recognizer
+    from serving.recognizer import Recognizer
     from tests.ui_helpers import recording
 
     recognizer = Recognizer(default_copy, device="cpu")
@@ -116,7 +116,7 @@ def test_a_recognizer_adapts_to_a_speaker_on_real_speech(default_copy):
 def test_the_pipeline_applies_the_calibration_alone(default_copy):
     from transformers import pipeline
 
-    from infer import Recognizer
+    from serving.recognizer import Recognizer
     from tests.ui_helpers import recording
 
     clip = str(recording(EMODB_03[0]))
@@ -129,9 +129,9 @@ def test_a_head_trained_per_speaker_is_served_with_the_right_statistics(tmp_path
     """--embedding_norm speaker: each training speaker standardised with their own statistics; a clip alone then gets
     the speakers' average, and a speaker's clips adapted get that speaker's, in the app's Recognizer as in training."""
     import train
-    from corpora import read_corpora
-    from infer import Recognizer
-    from normalization import average_statistics
+    from data.corpora import read_corpora
+    from serving.recognizer import Recognizer
+    from adaptation.normalization import average_statistics
 
     out = tmp_path / "model"
     train.main(["--encoder", whisper_path, "--corpus", "emodb", "--labels", "angry", "happy", "neutral", "sad",

@@ -95,7 +95,7 @@ def labels_of(name: str, request) -> list[str]:
 
 
 def test_upload_shows_every_probability(page, request, tmp_path):
-    from infer import Recognizer
+    from serving.recognizer import Recognizer
     from data_process import load_audio
     from ui.uploads import upload_folder
 

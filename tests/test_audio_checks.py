@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import audio_checks
+from audio import checks as audio_checks
 from data_process import AudioError, load_audio
 from tests.ui_helpers import recording, require
 from ui import callbacks
@@ -160,7 +160,7 @@ def test_long_compressed_audio_is_refused_with_bounded_memory(corpus):
 # --- real speech passes -------------------------------------------------------------------------
 @pytest.mark.parametrize("corpus_name", ["emodb", "ravdess", "urdu", "ased", "emotiontts_ko"])
 def test_real_speech_passes_every_check(corpus_name):
-    from corpora import corpora_root, read_corpus
+    from data.corpora import corpora_root, read_corpus
 
     require((corpora_root() / corpus_name).is_dir(), f"the {corpus_name} corpus is missing")
     rows = read_corpus(corpus_name)

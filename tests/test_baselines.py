@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmark import baselines  # noqa: E402
-from corpora import corpora_root, read_corpus  # noqa: E402
+from data.corpora import corpora_root, read_corpus  # noqa: E402
 from data_process import AudioError, make_folds  # noqa: E402
 
 EMOTIONS = ("angry", "neutral", "sad")

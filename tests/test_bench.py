@@ -9,7 +9,7 @@ import pytest
 
 from benchmark import common, report, run, speed
 from conftest import require
-from corpora import corpora_root
+from data.corpora import corpora_root
 
 PROTOCOLS = ["emodb_loso", "cross_corpus"]
 CELL = re.compile(r"^(\d\.\d{3})(?: ± (\d\.\d{3}))?(?: \((?:1 fold|\d+/\d+ folds, [\w ]+)\))?$")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import corpora  # noqa: E402
-from corpora import CANONICAL, Utterance, read_corpus  # noqa: E402
+from data import corpora  # noqa: E402
+from data.corpora import CANONICAL, Utterance, read_corpus  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +100,7 @@ def test_corpora_root_env(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match=str(tmp_path / "emodb")):
         read_corpus("emodb")
     monkeypatch.delenv("SER_CORPORA")
-    assert corpora.corpora_root() == Path(corpora.__file__).resolve().parent.parent / "shared" / "corpora"
+    assert corpora.corpora_root() == Path(corpora.__file__).resolve().parents[2] / "shared" / "corpora"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,7 +477,7 @@ def test_parse_merge():
 
 
 def test_label_corpora_counts_clips_per_corpus():
-    from corpora import Utterance, label_corpora
+    from data.corpora import Utterance, label_corpora
 
     rows = [Utterance(f"{c}{i}.wav", label, f"{c}:1", c) for i, (c, label) in
             enumerate([("emodb", "sad"), ("emodb", "sad"), ("ravdess", "sad"), ("ravdess", "calm")])]

@@ -14,7 +14,7 @@ SOURCES = {DEFAULT: ROOT / "checkpoints" / DEFAULT, "cnn1d-light": ROOT / "tests
 @pytest.fixture(scope="module")
 def speech(emodb_rows) -> dict:
     """Real recordings: three EmoDB WAVs and a RAVDESS FLAC, each alone and all joined into one long recording."""
-    from corpora import read_corpus
+    from data.corpora import read_corpus
     from data_process import load_audio
 
     require(SHARED / "corpora" / "ravdess", "the RAVDESS corpus")
@@ -34,8 +34,8 @@ def exported(tmp_path_factory) -> dict:
 
 @pytest.mark.parametrize("name", [DEFAULT, "cnn1d-light"])
 def test_onnxruntime_scores_real_speech_as_pytorch(name, exported, speech):
-    from infer import Recognizer
-    from onnx_recognizer import OnnxRecognizer
+    from serving.recognizer import Recognizer
+    from serving.onnx_recognizer import OnnxRecognizer
 
     torch_model, onnx_model = Recognizer(SOURCES[name]), OnnxRecognizer(exported[name])
     assert onnx_model.labels == torch_model.labels
@@ -76,7 +76,7 @@ def test_graph_interface_for_quantisation(exported, speech):
 
 
 def test_infer_runtime_onnx_writes_the_same_labels(exported, speech, tmp_path):
-    from infer import Recognizer
+    from serving.recognizer import Recognizer
 
     import infer
 
@@ -90,7 +90,7 @@ def test_infer_runtime_onnx_writes_the_same_labels(exported, speech, tmp_path):
 
 def test_a_checkpoint_folder_is_exported_once_and_cached(exported, tmp_path, monkeypatch):
     import export
-    from onnx_recognizer import OnnxRecognizer
+    from serving.onnx_recognizer import OnnxRecognizer
 
     calls = []
     monkeypatch.setattr(export, "export_onnx", lambda folder, path: calls.append(folder) or
@@ -132,12 +132,12 @@ def test_transformers_format_keeps_the_weights_and_adds_the_code(tmp_path):
 def test_int8_graph_of_the_default_model_against_float32_on_real_clips(exported, tmp_path):
     """quantize.py's default recipe: the encoder's linear layers int8, the front end and head float32; on
     real clips of three corpora it must answer close to float32 (the 99 % bound itself is measured by
-    `python quantize.py` on 600 clips and recorded in the checkpoint's int8.json)."""
+    `python -m serving.quantize` on 600 clips and recorded in the checkpoint's int8.json)."""
     import onnx
 
-    import quantize
+    from serving import quantize
     from data_process import load_audio
-    from onnx_recognizer import OnnxRecognizer
+    from serving.onnx_recognizer import OnnxRecognizer
 
     graph = onnx.load(str(exported[DEFAULT]))
     layers = json.loads((ROOT / "checkpoints" / DEFAULT / "config.json").read_text())["encoder_config"]["encoder_layers"]

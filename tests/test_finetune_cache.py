@@ -11,8 +11,8 @@ import torch
 import models
 import train
 from data_process import load_audio
-from feature_cache import cached_layers, encoder_key
-from finetune_cache import (CachedTopModel, cached_hidden, collate_hidden, frozen_slice, hidden_folder, hidden_state,
+from data.feature_cache import cached_layers, encoder_key
+from data.finetune_cache import (CachedTopModel, cached_hidden, collate_hidden, frozen_slice, hidden_folder, hidden_state,
                             top_layers, top_start)
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForAudioClassification
 
-import calibration
+from adaptation import calibration
 from models import EmotionClassifier, EmotionConfig
-from normalization import average_statistics, group_statistics
+from adaptation.normalization import average_statistics, group_statistics
 
 LABELS = ["angry", "happy", "neutral", "sad"]
 
@@ -90,8 +90,8 @@ def test_group_statistics():
 
 
 def test_augmented_variants_are_cached_under_their_own_keys(tmp_path, emodb_rows):
-    from feature_cache import cached_layers
-    from microphones import variant_maker
+    from data.feature_cache import cached_layers
+    from audio.microphones import variant_maker
     from tests.test_models import tiny
     from transformers import Wav2Vec2FeatureExtractor
 
@@ -114,7 +114,7 @@ def test_augmented_variants_are_cached_under_their_own_keys(tmp_path, emodb_rows
 
 def test_microphone_variants_are_reproducible(emodb_rows):
     from data_process import load_audio
-    from microphones import MicrophoneAugmenter
+    from audio.microphones import MicrophoneAugmenter
 
     audio = load_audio(emodb_rows[0].path)
     augmenter = MicrophoneAugmenter()

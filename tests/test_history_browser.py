@@ -49,8 +49,8 @@ def history_rows(page) -> list[list[str]]:
 
 
 def test_the_history_rejudges_earlier_recordings(page, tmp_path):
-    from infer import Recognizer
-    from normalization import shrunk_statistics
+    from serving.recognizer import Recognizer
+    from adaptation.normalization import shrunk_statistics
     from ui.voice import SESSION_PRIOR
 
     notes = []

@@ -21,7 +21,7 @@ import soundfile as sf
 import soxr
 import torch
 
-from infer import Recognizer
+from serving.recognizer import Recognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "tests" / "checkpoints" / "cnn1d-light"
@@ -218,7 +218,7 @@ def test_hub_id_loads_from_the_hub_cache(tmp_path, clips, recognizer):
     shutil.copytree(CHECKPOINT, snapshot)
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
-    code = ("import sys; sys.path.insert(0, '.'); from infer import Recognizer\n"
+    code = ("import sys; sys.path.insert(0, '.'); from serving.recognizer import Recognizer\n"
             f"print(Recognizer.from_pretrained('someone/ser-cnn', device='cpu').predict({clips[0]!r}).label)\n"
             "try: Recognizer.from_pretrained('someone/absent')\n"
             "except FileNotFoundError as err: print(err)")
@@ -258,7 +258,7 @@ def test_long_audio_is_the_mean_of_its_windows(recognizer, tone):
 def test_readme_example_runs(capsys):
     """The Python API example of the README, run as written (in this process: torch is imported already)."""
     readme = (ROOT / "README.md").read_text()
-    start = readme.index("```python\nfrom infer import Recognizer")
+    start = readme.index("```python\nfrom serving.recognizer import Recognizer")
     code = readme[start + len("```python\n"): readme.index("```", start + 10)]
     cwd = os.getcwd()
     os.chdir(ROOT)

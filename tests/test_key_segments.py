@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import ResNetConfig, ResNetModel
 
-import infer
+from serving.recognizer import Recognizer
 import train
 from data_process import load_audio, make_folds
 from models import EmotionClassifier, EmotionConfig
@@ -114,6 +114,6 @@ def test_train_speaker_dependent_fold_and_infer(tmp_path, emodb_rows):
         "--output_dir", str(out), "--disable_tqdm", "true"])
     report = result["folds"][0]
     assert 6 <= report["n"] <= 10 and np.array(report["confusion"]).sum() == report["n"]  # a fifth of 40
-    recognizer = infer.Recognizer(out / "fold_00")
+    recognizer = Recognizer(out / "fold_00")
     probs, _ = recognizer.predict(load_audio(emodb_rows[0].path))
     assert recognizer.labels == LABELS and sum(probs.values()) == pytest.approx(1.0, abs=1e-5)

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-import model_card
+from reports import model_card
 from conftest import ROOT
-from model_card import corpus_names, licence, write_model_card
+from reports.model_card import corpus_names, licence, write_model_card
 
 SETTINGS = {"model": {"backbone": "whisper", "encoder": "enc", "encoder_mode": "frozen", "layer_mix": "weighted",
                       "pooling": "mean", "cnn_preset": "light"},
@@ -112,7 +112,7 @@ def test_usage_snippet_of_a_committed_card_runs_outside_the_project(tmp_path, em
 
 
 def test_emotions_and_the_corpora_that_carry_them():
-    from model_card import _emotions
+    from reports.model_card import _emotions
 
     text = _emotions({"kept": {"angry": {"emodb": 127, "ravdess": 160}, "sad": {"emodb": 62}},
                       "left_out": {"calm": {"ravdess": 160}, "boredom": {"emodb": 81}}})

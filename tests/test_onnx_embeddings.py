@@ -27,7 +27,7 @@ def speech(emodb_rows) -> dict:
 def cache(tmp_path_factory):
     """A $SER_CACHE holding the default checkpoint's export (made once here), as onnx_recognizer.cached_export names it."""
     from export import export_onnx
-    from onnx_recognizer import GRAPH_VERSION, weights_digest
+    from serving.onnx_recognizer import GRAPH_VERSION, weights_digest
 
     folder = tmp_path_factory.mktemp("ser_cache")
     path = folder / "onnx" / f"{DEFAULT.resolve().name}-{weights_digest(DEFAULT)}-v{GRAPH_VERSION}.onnx"
@@ -37,7 +37,7 @@ def cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runtimes(cache) -> dict:
-    from infer import OnnxScorer, Recognizer
+    from serving.recognizer import OnnxScorer, Recognizer
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SER_CACHE", str(cache))
@@ -61,7 +61,7 @@ def test_the_graph_gives_the_embedding_pytorch_gives(runtimes, outputs):
 
 def test_both_modes_agree_with_pytorch(runtimes, outputs):
     """Alone (the model's statistics) and adapted (the speaker's, drawn towards the model's as infer.py does)."""
-    from normalization import shrunk_statistics
+    from adaptation.normalization import shrunk_statistics
 
     probs = {}
     for name, scorer in runtimes.items():
@@ -85,7 +85,7 @@ def test_both_modes_agree_with_pytorch(runtimes, outputs):
 def test_the_calibration_per_mode_is_the_one_pytorch_applies(runtimes, outputs, monkeypatch):
     """A checkpoint with `calibration` per mode (a temperature growing with the clip's novelty when adapted): the
     numpy head divides by the temperature EmotionClassifier.temperature gives, in both modes."""
-    from normalization import shrunk_statistics
+    from adaptation.normalization import shrunk_statistics
 
     torch_model, head = runtimes["torch"].model, runtimes["onnx"].runtime.head
     calibration = {"alone": {"intercept": 1.2, "slope": 0.0, "unsure_below": 0.5},
@@ -154,10 +154,10 @@ def test_an_onnx_file_adapts_only_with_its_own_checkpoint_at_hand(cache, speech,
     there are still those it was exported from; else it judges each clip alone and --normalize is refused."""
     import onnx
 
-    import infer
+    from serving.recognizer import OnnxScorer
 
     graph = next((cache / "onnx").glob("*.onnx"))
-    assert infer.OnnxScorer(graph).normalizes
+    assert OnnxScorer(graph).normalizes
     model = onnx.load(str(graph))
     for changed in (False, True):
         folder = tmp_path / f"changed-{changed}"
@@ -172,25 +172,27 @@ def test_an_onnx_file_adapts_only_with_its_own_checkpoint_at_hand(cache, speech,
                 prop.value = str(folder)
         copy = tmp_path / f"changed-{changed}.onnx"
         onnx.save(model, str(copy))
-        scorer = infer.OnnxScorer(copy)
+        scorer = OnnxScorer(copy)
         assert scorer.normalizes is not changed
         assert scorer.probabilities_and_embeddings(speech["clips"][:1])[1].shape == (1, scorer.embedding_dim)
     with pytest.raises(SystemExit, match="standardises nothing"):
+        import infer
+
         infer.run(None, str(tmp_path / "out.csv"), speech["paths"][:2], scorer=scorer, normalize="folder")
 
 
 def test_auto_runtime_serves_onnx_and_falls_back_to_pytorch(cache, monkeypatch):
     import app
-    import infer
+    from serving import recognizer
 
     assert app.parse_args([]).runtime == "auto"
     monkeypatch.setenv("SER_CACHE", str(cache))
-    scorer = infer.load_scorer(str(DEFAULT), runtime="auto", device="cpu", embeddings=True)
+    scorer = recognizer.load_scorer(str(DEFAULT), runtime="auto", device="cpu", embeddings=True)
     assert scorer.runtime_name == "onnx" and scorer.precision == "fp32" and scorer.normalizes
 
     def broken(*args, **kwargs):
         raise RuntimeError("the ONNX graph differs from PyTorch")
 
-    monkeypatch.setattr(infer, "OnnxScorer", broken)
-    fallback = infer.load_scorer(str(DEFAULT), runtime="auto", device="cpu", embeddings=True)
+    monkeypatch.setattr(recognizer, "OnnxScorer", broken)
+    fallback = recognizer.load_scorer(str(DEFAULT), runtime="auto", device="cpu", embeddings=True)
     assert fallback.runtime_name == "torch" and fallback.normalizes

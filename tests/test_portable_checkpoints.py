@@ -50,7 +50,7 @@ print(json.dumps({
 @pytest.fixture(scope="module")
 def recordings(emodb_rows) -> list[str]:
     """Two real 16 kHz recordings: an EmoDB WAV and a RAVDESS FLAC."""
-    from corpora import read_corpus
+    from data.corpora import read_corpus
 
     require(SHARED / "corpora" / "ravdess", "the RAVDESS corpus")
     return [emodb_rows[0].path, read_corpus("ravdess")[0].path]
@@ -78,7 +78,7 @@ def test_committed_checkpoint_loads_outside_the_project(name, recordings, tmp_pa
     assert got["model_module"].startswith("transformers_modules."), got["model_module"]  # the checkpoint's own code
 
     from data_process import load_audio
-    from infer import Recognizer
+    from serving.recognizer import Recognizer
 
     recognizer = Recognizer(folder)
     assert got["labels"] == recognizer.labels

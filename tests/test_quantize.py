@@ -1,4 +1,4 @@
-"""quantize.py's choice of precision and infer.load_scorer's use of it (the int8 graph itself: test_export.py)."""
+"""quantize.py's choice of precision and recognizer.load_scorer's use of it (the int8 graph itself: test_export.py)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-import quantize
+from serving import quantize
 from conftest import ROOT
 
 CNN = ROOT / "tests" / "checkpoints" / "cnn1d-light"
@@ -45,16 +45,16 @@ def test_auto_runs_int8_only_where_a_measurement_on_these_weights_meets_the_boun
 def test_load_scorer_follows_the_choice(checkpoint, tmp_path, monkeypatch):
     """int8 runs the int8 graph in onnxruntime (a stand-in here: test_export.py runs the real one); embeddings
     and --precision fp32 keep float32 PyTorch."""
-    import infer
-    from infer import load_scorer
+    from serving import recognizer
+    from serving.recognizer import load_scorer
 
     class StandIn:  # what would run: (path, runtime)
         def __init__(self, path, runtime):
             self.path, self.runtime = path, runtime
 
     monkeypatch.setattr(quantize, "cached_int8", lambda folder, recipe: tmp_path / f"{recipe}.onnx")
-    monkeypatch.setattr(infer, "OnnxScorer", lambda path, batch_size: StandIn(path, "onnx"))
-    monkeypatch.setitem(infer.RUNTIMES, "torch", lambda folder, device, batch_size: StandIn(folder, "torch"))
+    monkeypatch.setattr(recognizer, "OnnxScorer", lambda path, batch_size: StandIn(path, "onnx"))
+    monkeypatch.setitem(recognizer.RUNTIMES, "torch", lambda folder, device, batch_size: StandIn(folder, "torch"))
     plain = load_scorer(str(checkpoint), device="cpu")
     assert plain.runtime == "torch" and plain.precision == "fp32"
     write_verdict(checkpoint, meets=True)

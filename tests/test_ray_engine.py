@@ -1,4 +1,4 @@
-"""infer.py --engine ray (ray_engine.py): the local engine's rows, refusals and resume, from Ray Data actors.
+"""infer.py --engine ray (serving/ray_engine.py): the local engine's rows, refusals and resume, from Ray Data actors.
 
 On a local 2-CPU Ray instance, the committed default checkpoint, real EmoDB clips and a text file named .wav.
 """
@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - ray is in requirements.txt; CI must ha
     pytest.skip("ray is not importable: pip install 'ray[data]'", allow_module_level=True)
 
 import infer
+from serving.recognizer import default_checkpoint, load_scorer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,9 +40,9 @@ def folder(tmp_path_factory, emodb_rows) -> Path:
 
 @pytest.fixture(scope="module")
 def scorer():
-    checkpoint = infer.default_checkpoint()
+    checkpoint = default_checkpoint()
     assert checkpoint, "checkpoints/default.txt names no committed checkpoint"
-    return infer.load_scorer(checkpoint, device="cpu")
+    return load_scorer(checkpoint, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def local_ray():
 
 
 def run(scorer, output: Path, folder: Path, engine: str, capsys, **options) -> str:
-    failed = infer.run(infer.default_checkpoint(), str(output), [str(folder)], device="cpu", scorer=scorer,
+    failed = infer.run(default_checkpoint(), str(output), [str(folder)], device="cpu", scorer=scorer,
                        engine=engine, ray_options={"actors": 1, "cpus_per_actor": 1} if engine == "ray" else None,
                        **options)
     assert failed == 1  # the text file, and only it
@@ -99,7 +100,7 @@ def test_ray_rows_equal_the_local_engines_and_a_rerun_scores_only_the_rest(tmp_p
     assert_same_csv(rows[1:], local_rows[1:], scorer.labels)
 
     # nothing left: Ray is not even asked
-    infer.run(infer.default_checkpoint(), str(resumed), [str(folder)], device="cpu", scorer=scorer, engine="ray")
+    infer.run(default_checkpoint(), str(resumed), [str(folder)], device="cpu", scorer=scorer, engine="ray")
     assert "wrote 0 scored and 0 failed" in capsys.readouterr().err
 
 
@@ -128,17 +129,17 @@ def test_cli_documents_the_ray_flags_and_refuses_normalize(tmp_path, folder, sco
     for flag in ("--engine", "--ray_actors", "--ray_cpus_per_actor", "--ray_gpus_per_actor", "RAY_ADDRESS"):
         assert flag in text
     with pytest.raises(SystemExit, match="not with --engine ray"):
-        infer.run(infer.default_checkpoint(), str(tmp_path / "out.csv"), [str(folder)], scorer=scorer, engine="ray",
+        infer.run(default_checkpoint(), str(tmp_path / "out.csv"), [str(folder)], scorer=scorer, engine="ray",
                   normalize="folder")
 
 
 def test_actors_and_the_checkpoint_as_the_workers_see_it(local_ray, tmp_path):
-    import ray_engine
+    from serving import ray_engine
 
     assert ray_engine.default_actors(1.0, 0.0) == 1  # 2 CPUs: one actor, one CPU left for Ray's own work
     with pytest.raises(SystemExit, match="no GPU"):
         ray_engine.default_actors(1.0, 1.0)
-    inside = ray_engine._checkpoint_for_workers(infer.default_checkpoint())
-    assert inside == (str(Path(infer.default_checkpoint()).relative_to(ROOT)), True)  # found in each node's copy
+    inside = ray_engine._checkpoint_for_workers(default_checkpoint())
+    assert inside == (str(Path(default_checkpoint()).relative_to(ROOT)), True)  # found in each node's copy
     assert ray_engine._checkpoint_for_workers(str(tmp_path)) == (str(tmp_path.resolve()), False)
     assert ray_engine._checkpoint_for_workers("owner/model") == ("owner/model", False)  # a Hub id

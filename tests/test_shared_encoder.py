@@ -143,7 +143,7 @@ def test_head_only_export_needs_an_output_folder(store):
 def test_a_head_refuses_an_encoder_it_was_not_trained_on(store, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from infer import Recognizer
+    from serving.recognizer import Recognizer
     from ui.model_store import ModelStore
 
     info = next(iter(store.checkpoints.values()))
@@ -168,7 +168,7 @@ def test_split_checkpoint_keeps_what_the_model_computes(tmp_path, clips, whisper
     """A full frozen-encoder checkpoint made head-only computes exactly what it computed before."""
     require(CHECKPOINTS / "encoders" / "whisper-base" / "model.safetensors", "the shared encoder")
     import models
-    from infer import Recognizer
+    from serving.recognizer import Recognizer
     from models.shared_encoder import split_checkpoint
     from train import ModelArguments, build_model
 

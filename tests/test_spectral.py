@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import EfficientNetConfig, EfficientNetModel, pipeline
 
-import augment
-import infer
+from audio import augment
+from serving.recognizer import Recognizer
 import train
 from data_process import SAMPLE_RATE, WaveDataset, load_audio
 from models import EmotionClassifier, EmotionConfig
@@ -140,7 +140,7 @@ def test_train_save_and_infer(backbone, extra, tmp_path, emodb_rows):
         "--per_device_train_batch_size", "8", "--projector_dim", "16", "--output_dir", str(out),
         "--disable_tqdm", "true"])
     assert result["folds"][0]["n"] > 0
-    recognizer = infer.Recognizer(out)
+    recognizer = Recognizer(out)
     assert recognizer.labels == LABELS
     clip = load_audio(next(r.path for r in emodb_rows if r.speaker == "emodb:03"))
     probs, windows = recognizer.predict(clip)

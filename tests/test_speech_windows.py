@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import audio_checks
+from audio import checks as audio_checks
 from data_process import load_audio
 from models import waveform
 from models.waveform import speech_parts
@@ -31,7 +31,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def recognizer():
-    from infer import Recognizer
+    from serving.recognizer import Recognizer
 
     return Recognizer(ROOT / "checkpoints" / DEFAULT)
 

@@ -10,7 +10,7 @@ import soundfile as sf
 
 import train
 from conftest import ROOT, require
-from corpora import corpora_root, read_corpora, read_corpus
+from data.corpora import corpora_root, read_corpora, read_corpus
 
 sys.path.insert(0, str(ROOT / "scripts"))  # scripts/ holds scripts, not a package
 import make_synthetic  # noqa: E402

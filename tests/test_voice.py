@@ -17,7 +17,7 @@ CLIPS = ["03a01Wa.wav", "03a01Nc.wav", "03a02Ta.wav"]  # speaker 03: angry, neut
 
 @pytest.fixture(scope="module")
 def store() -> ModelStore:
-    from infer import load_scorer
+    from serving.recognizer import load_scorer
 
     return ModelStore(ROOT / "checkpoints", loader=partial(load_scorer, precision="fp32", device="cpu"))
 
@@ -33,7 +33,7 @@ def test_the_default_model_adapts(store):
 
 
 def test_each_recording_is_judged_with_the_ones_before_it(store):
-    from normalization import shrunk_statistics
+    from adaptation.normalization import shrunk_statistics
 
     name, voice = store.default, Voice()
     recognizer = store.get(name)
@@ -79,7 +79,7 @@ def test_the_page_endpoint_returns_the_voice(store):
 
 
 def test_the_history_rejudges_earlier_recordings_with_the_others(store):
-    from normalization import shrunk_statistics
+    from adaptation.normalization import shrunk_statistics
 
     name, voice = store.default, Voice()
     recognizer = store.get(name)
@@ -101,7 +101,7 @@ def test_the_history_rejudges_earlier_recordings_with_the_others(store):
 
 
 def test_unsure_follows_the_mode(store):
-    from calibration import unsure_below
+    from adaptation.calibration import unsure_below
 
     config = store.info(store.default).config
     name, voice = store.default, Voice()

@@ -50,7 +50,7 @@ def require(ok: bool, reason: str) -> None:
 
 def corpora() -> Path:
     """Return the shared corpora folder ($SER_CORPORA, else ../shared/corpora), skipping if absent."""
-    from corpora import corpora_root
+    from data.corpora import corpora_root
 
     root = corpora_root()
     require((root / "emodb").is_dir(), f"shared corpora not found at {root} (set SER_CORPORA)")

@@ -14,10 +14,10 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-import audio_checks
-from calibration import unsure_below
+from audio import checks as audio_checks
+from adaptation.calibration import unsure_below
 from data_process import SAMPLE_RATE
-from infer import Window
+from serving.recognizer import Window
 from models.waveform import speech_parts
 from ui import uploads, voice as my_voice
 from ui.model_store import CheckpointError, ModelStore
@@ -46,7 +46,7 @@ class Analysis:
 
     model: str
     probabilities: dict[str, float]  # every emotion of the model, highest first
-    windows: list                    # infer.Window list; several only for long audio (probs None: no speech)
+    windows: list                    # recognizer.Window list; several only for long audio (probs None: no speech)
     seconds: float                   # length of the audio
     elapsed: float                   # server time from the file to the probabilities
     precision: str = "fp32"          # what ran the model: fp32, or its int8 graph (quantize.py)
@@ -67,39 +67,14 @@ def read_audio(value, max_seconds: float = DEFAULT_MAX_SECONDS) -> np.ndarray:
     `value` is what gr.Audio hands over: a file path (type="filepath"), a (rate, samples) tuple
     (type="numpy", int16 or float, mono or stereo, any rate), or None. A file over `max_seconds`
     is refused from its header, or once decoding reaches the limit, never after a full decode.
+    An upload is read once, then deleted, and kept in memory for re-scoring (ui/uploads.py).
     """
     if value is None or (isinstance(value, str) and not value):
         raise UserError("No audio yet: record with the microphone or upload a file, then press Analyse.")
-    if isinstance(value, (str, Path)) and uploads.is_upload(value):
-        return _read_upload(Path(value), max_seconds)
-    return _decode(value, max_seconds)
-
-
-def _decode(value, max_seconds: float) -> np.ndarray:
     try:
-        return audio_checks.decode(value if isinstance(value, (str, Path)) else tuple(value), max_seconds)
+        return RECENT.read(value, max_seconds)
     except audio_checks.Rejected as err:  # the sentence infer.py writes too; a file named by name, not server path
         raise UserError(err.message) from None
-
-
-def _read_upload(path: Path, max_seconds: float) -> np.ndarray:
-    """Return an upload's audio: read once, then deleted, and kept in memory (ui/uploads.py) for re-scoring."""
-    with RECENT.reading(path):
-        kept = RECENT.get(path)
-        if kept is None and not path.exists():
-            raise UserError("This upload is no longer on the server (uploads are deleted once analysed): "
-                            "upload or record it again.")
-        if kept is None:
-            try:
-                kept = _decode(path, max_seconds)
-            except UserError as err:
-                kept = err.message
-            finally:
-                uploads.discard(path)
-            RECENT.put(path, kept)
-    if isinstance(kept, str):
-        raise UserError(kept)
-    return kept
 
 
 def check_speech(audio: np.ndarray) -> None:
@@ -131,7 +106,7 @@ def analyse(value, model_name: str | None, store: ModelStore, max_seconds: float
             progress: Callable[[int, int], None] | None = None, voice: Voice | None = None) -> Analysis:
     """Return every emotion's probability for the audio `value` scored with checkpoint `model_name`.
 
-    Audio up to LONG_AUDIO_S is scored whole (as infer.Recognizer.predict does); longer audio is
+    Audio up to LONG_AUDIO_S is scored whole (as recognizer.Recognizer.predict does); longer audio is
     scored in TIMELINE_WINDOW_S windows and the whole clip gets the mean of those with speech (the others
     are marked, not scored), so that the timeline and the overall answer come from one pass. The model
     runs on the shared SCHEDULER, which calls `progress(windows done, windows)` while a long recording

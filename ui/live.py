@@ -16,9 +16,9 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-import audio_checks
+from audio import checks as audio_checks
 from data_process import SAMPLE_RATE, AudioError, to_model_rate
-from infer import Window
+from serving.recognizer import Window
 from ui import callbacks, uploads
 from ui.model_store import ModelStore
 from ui.voice import Voice
@@ -37,7 +37,7 @@ class Live:
     rate: int = 0                     # the browser's sample rate
     recent: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # last window, at `rate`
     heard: float = 0.0                # seconds received since recording started
-    windows: list = field(default_factory=list)  # infer.Window per scored update, in seconds heard
+    windows: list = field(default_factory=list)  # recognizer.Window per scored update, in seconds heard
     updates: int = 0                  # chunks received
 
 

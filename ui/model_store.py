@@ -202,8 +202,8 @@ class ModelStore:
 
     def __init__(self, root: str | Path, loader=None):
         self.root = Path(root)
-        self.loader = loader  # checkpoint folder -> scorer (default: infer.Recognizer, float32 PyTorch; app.py:
-        #                       infer.load_scorer by --runtime and --precision, onnxruntime where the checkpoint exports)
+        self.loader = loader  # checkpoint folder -> scorer (default: recognizer.Recognizer, float32 PyTorch; app.py:
+        #                       recognizer.load_scorer by --runtime and --precision, onnxruntime where the checkpoint exports)
         self.refused: dict[str, str] = {}  # checkpoint name -> why it is not offered (for the server log)
         self.checkpoints = {c.name: c for c in list_checkpoints(self.root, self.refused)}
         self.default = default_checkpoint(self.root, list(self.checkpoints.values()))
@@ -227,14 +227,14 @@ class ModelStore:
         return name in self._loaded
 
     def get(self, name: str):
-        """Return the loaded `infer.Recognizer` for checkpoint `name`, loading it once.
+        """Return the loaded `recognizer.Recognizer` for checkpoint `name`, loading it once.
 
         Raises CheckpointError (naming the checkpoint, never its path) if it cannot be served.
         """
         info = self.info(name)
         with self._lock:  # one load at a time; concurrent requests for the same model wait for it
             if name not in self._loaded:
-                from infer import Recognizer
+                from serving.recognizer import Recognizer
 
                 outside = escapes(info.path, self.root)  # again: links may have changed since the listing
                 encoder = _read_json(info.path / "config.json").get("shared_encoder")
@@ -292,7 +292,7 @@ class ModelStore:
         confusion, labels, title = _confusion(info.metrics)
         if confusion is None:
             return None
-        from plots import confusion_png
+        from reports.plots import confusion_png
 
         with tempfile.TemporaryDirectory() as folder:
             with Image.open(confusion_png(confusion, labels, Path(folder) / "confusion.png", title)) as image:

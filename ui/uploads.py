@@ -14,7 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from audio import checks as audio_checks
+
 KEEP_MB = 96.0  # decoded uploads kept for re-scoring: about 25 min of audio
+GONE = ("This upload is no longer on the server (uploads are deleted once analysed): "
+        "upload or record it again.")
 
 
 def upload_folder() -> Path:
@@ -61,6 +65,29 @@ class RecentUploads:
             if len(self._reading) > 1000:  # locks of finished reads; none is held long
                 self._reading = {key: lock for key, lock in self._reading.items() if lock.locked()}
             return self._reading.setdefault(str(path), threading.Lock())
+
+    def read(self, value, max_seconds: float | None = None) -> np.ndarray:
+        """Return what gr.Audio hands over (a file path or a (rate, samples) pair) as 16 kHz mono float32, or raise
+        audio_checks.Rejected saying why not. An upload is read once, deleted, and its audio (or why it was refused)
+        kept here, so that it can be scored again without the file; anything else is decoded as it is."""
+        if not (isinstance(value, (str, Path)) and is_upload(value)):
+            return audio_checks.decode(value if isinstance(value, (str, Path)) else tuple(value), max_seconds)
+        path = Path(value)
+        with self.reading(path):
+            kept = self.get(path)
+            if kept is None and not path.exists():
+                raise audio_checks.Rejected("gone", GONE)
+            if kept is None:
+                try:
+                    kept = audio_checks.decode(path, max_seconds)
+                except audio_checks.Rejected as err:
+                    kept = err.message
+                finally:
+                    discard(path)
+                self.put(path, kept)
+        if isinstance(kept, str):
+            raise audio_checks.Rejected("refused", kept)
+        return kept
 
     def get(self, path: str | Path) -> np.ndarray | str | None:
         """Return the 16 kHz float32 audio or the refusal kept for `path`, or None."""

@@ -5,7 +5,7 @@ heard alone gets the training groups' average statistics; the statistics of the 
 part of what their voice, language, room and microphone add: every recording analysed so far in this page session,
 drawn towards the model's statistics while there are few (normalization.shrunk_statistics). On unless the user
 turns it off; Reset forgets the recordings. Only float32 models that standardise can adapt, in PyTorch
-(infer.Recognizer) or onnxruntime (infer.OnnxScorer: the export's embedding output, the head in numpy); others
+(recognizer.Recognizer) or onnxruntime (recognizer.OnnxScorer: the export's embedding output, the head in numpy); others
 judge each clip alone. Simulated users (the speakers of corpora the default recipe never heard: benchmark/users.py,
 docs/benchmarks.md) gained 6 points of UA this way (0.49 -> 0.55, speakers with 3 calm clips; with every speaker of the
 left-out corpora and the current default, 0.477 -> 0.518: docs/adaptation.md); two clips of calm speech instead
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from normalization import Speaker, shrunk_statistics
+from adaptation.normalization import Speaker, shrunk_statistics
 
 SESSION_PRIOR = 8.0   # pseudo-recordings of the model's statistics (2, 4 and 8 did alike for simulated users: 8 trusts few)
 MAX_SEEN = 256        # recordings kept per model (the latest)

@@ -68,7 +68,7 @@ class Utterance:
 def corpora_root() -> Path:
     """Return the folder holding the shared corpora: env SER_CORPORA, else <project>/../shared/corpora."""
     env = os.environ.get("SER_CORPORA")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "shared" / "corpora"
+    return Path(env) if env else Path(__file__).resolve().parent.parent.parent / "shared" / "corpora"
 
 
 # --- Label tables: each corpus's own names -> CANONICAL --------------------------------------

@@ -25,7 +25,7 @@ from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from data_process import AudioError, audio_digest, load_audio
-from feature_cache import default_cache_dir, encoder_key
+from data.feature_cache import default_cache_dir, encoder_key
 from models.classifier import pool_frames
 from models.encoders import WhisperBackbone
 

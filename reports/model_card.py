@@ -6,8 +6,8 @@ model-index of the held-out results) above a Markdown body. The body is the list
 (folder, settings, metrics) -> Markdown; add a function there to add a section. A hand-written
 "## Known limits" section at the end of an existing card is kept when the card is rewritten.
 
-    python model_card.py CHECKPOINT                      # rewrite a checkpoint's card from its own files
-    python model_card.py CHECKPOINT --cv_metrics M.json  # quote a cross-validation run's held-out figures
+    python -m reports.model_card CHECKPOINT                      # rewrite a checkpoint's card from its own files
+    python -m reports.model_card CHECKPOINT --cv_metrics M.json  # quote a cross-validation run's held-out figures
 """
 from __future__ import annotations
 
@@ -367,7 +367,7 @@ def write_model_card(folder: str | Path, settings: dict, metrics: dict) -> Path:
 
 def attach_cross_validation(folder: str | Path, cv_metrics: str | Path) -> Path:
     """Quote a cross-validation run's figures in a checkpoint's metrics.json, confusion.png and card."""
-    from plots import confusion_png
+    from reports.plots import confusion_png
 
     folder = Path(folder)
     metrics = json.loads((folder / "metrics.json").read_text())

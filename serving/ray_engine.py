@@ -6,9 +6,9 @@
 infer.run() lists the files (folders searched as the local engine does), skips those already in the output
 (resume), and writes what `records` yields, in input order. Here the list becomes a Ray dataset
 (`ray.data.from_items`, one block per `chunk` files) and `map_batches` runs `ScoreBatch`, a callable class, on
-a fixed pool of actors: each loads the model once (`infer.load_scorer`), then turns a batch of paths into
-infer.Records with the local engine's own functions (`infer._decode`: decoding and the input checks;
-`infer.score_decoded`: scoring and the refusal rows). The driver writes each Record with infer.py's writers, so
+a fixed pool of actors: each loads the model once (`recognizer.load_scorer`), then turns a batch of paths into
+writers.Records with the local engine's own functions (`local_engine.decode`: decoding and the input checks;
+`local_engine.score_decoded`: scoring and the refusal rows). The driver writes each Record with writers.py, so
 CSV/JSONL, columns, --top_k, --segments and --embeddings are those of the local engine.
 
 Without RAY_ADDRESS a local Ray instance is started (and stopped at the end); with it, the cluster it names is
@@ -25,34 +25,34 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the project folder, what a Ray Client run ships
 # what a Ray Client run leaves out of the working_dir it ships to the cluster
 EXCLUDES = [".git", "runs/", "cache/", ".cache/", "tests/", "docs/", "benchmark/results/", "__pycache__/",
             "*.wav", "*.flac", "*.mp3", "*.ogg", "*.opus", "*.npy"]
 
 
 class ScoreBatch:
-    """A Ray Data actor: loads the scorer once, then turns each batch of paths into pickled infer.Records."""
+    """A Ray Data actor: loads the scorer once, then turns each batch of paths into pickled writers.Records."""
 
     def __init__(self, checkpoint: str, inside_root: bool, runtime: str, precision: str, device: str,
                  batch_size: int, embeddings: bool, max_seconds: float | None, allow_nonspeech: bool, threads: int):
         import torch
 
-        import infer
+        from serving.recognizer import load_scorer
 
         torch.set_num_threads(threads)
         if inside_root:  # a checkpoint of this folder: wherever the folder is on this node
-            checkpoint = str(infer.ROOT / checkpoint)
-        self.scorer = infer.load_scorer(checkpoint, runtime, precision, device, batch_size, embeddings=embeddings)
+            checkpoint = str(ROOT / checkpoint)
+        self.scorer = load_scorer(checkpoint, runtime, precision, device, batch_size, embeddings=embeddings)
         self.embeddings, self.max_seconds, self.allow_nonspeech = embeddings, max_seconds, allow_nonspeech
         self.pool = ThreadPoolExecutor(min(4, threads + 1))  # decoding, as the local engine does it, in threads
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import infer
+        from serving.local_engine import decode, score_decoded
 
         paths, files = [str(p) for p in batch["path"]], [str(f) for f in batch["file"]]
-        audio = self.pool.map(lambda f: infer._decode(f, self.max_seconds, self.allow_nonspeech), files)
-        records = infer.score_decoded(self.scorer, list(zip(paths, audio)), self.embeddings)
+        audio = self.pool.map(lambda f: decode(f, self.max_seconds, self.allow_nonspeech), files)
+        records = score_decoded(self.scorer, list(zip(paths, audio)), self.embeddings)
         return {"index": np.asarray(batch["index"], dtype=np.int64),
                 "record": np.array([pickle.dumps(r) for r in records], dtype=object)}
 
@@ -101,7 +101,7 @@ def records(checkpoint: str, todo: list[str], *, runtime: str = "torch", precisi
             device: str = "auto", batch_size: int = 8, embeddings: bool = False, max_seconds: float | None = None,
             allow_nonspeech: bool = False, actors: int | None = None, cpus_per_actor: float = 1.0,
             gpus_per_actor: float = 0.0):
-    """Yield the infer.Record of each file of `todo`, in its order, scored by a pool of Ray Data actors.
+    """Yield the writers.Record of each file of `todo`, in its order, scored by a pool of Ray Data actors.
 
     `device` is not used: the actors score on cuda when they hold a GPU share (`gpus_per_actor`), else on CPU.
     """

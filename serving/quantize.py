@@ -1,8 +1,8 @@
 """int8 versions of a checkpoint's ONNX export (onnxruntime), and whether they may stand in for float32.
 
-    python quantize.py --checkpoint checkpoints/whisper-base-std-linear             # measure; write CHECKPOINT/int8.json
-    python quantize.py --checkpoint checkpoints/whisper-base-std-linear --recipe dynamic_fc1 --clips 900
-    python quantize.py --checkpoint checkpoints/whisper-base-std-linear --output whisper-int8.onnx --no-measure
+    python -m serving.quantize --checkpoint checkpoints/whisper-base-std-linear             # measure; write CHECKPOINT/int8.json
+    python -m serving.quantize --checkpoint checkpoints/whisper-base-std-linear --recipe dynamic_fc1 --clips 900
+    python -m serving.quantize --checkpoint checkpoints/whisper-base-std-linear --output whisper-int8.onnx --no-measure
 
 A recipe (a key of RECIPES) names the matrix products that become int8: onnxruntime's dynamic
 quantisation, weights per output channel, activations quantised per call; the log-mel front end and
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the project folder
 AGREEMENT_MIN = 0.99  # top-1 agreement with float32 on real clips
 UA_DROP_MAX = 0.005   # UA lost against float32 on the same clips
 CPU_SHARE_MAX = 0.9   # int8 is used by default only if it needs at most this share of float32's CPU time
@@ -106,7 +106,7 @@ def quantize(fp32: Path, output: Path, recipe: str = DEFAULT_RECIPE) -> Path:
 
 def cached_int8(checkpoint: str | Path, recipe: str = DEFAULT_RECIPE) -> Path:
     """Return the int8 graph of a checkpoint folder by `recipe`, made once beside its cached float32 export."""
-    from onnx_recognizer import cached_export
+    from serving.onnx_recognizer import cached_export
 
     fp32 = cached_export(Path(checkpoint))
     path = fp32.with_name(f"{fp32.stem}-int8-{recipe}.onnx")
@@ -143,7 +143,7 @@ def choose(checkpoint: str | Path, precision: str = "auto") -> tuple[str, str | 
 # ---------------------------------------------------------------------------------------------
 def real_clips(checkpoint: Path, count: int) -> list:
     """Return `count` labelled utterances spread evenly over the checkpoint's corpora found on this machine."""
-    from corpora import corpora_root, read_corpus
+    from data.corpora import corpora_root, read_corpus
 
     metrics = json.loads((checkpoint / "metrics.json").read_text()) if (checkpoint / "metrics.json").is_file() else {}
     names = [c for c in metrics.get("corpora") or ["emodb", "ravdess", "urdu"] if (corpora_root() / c).is_dir()]
@@ -167,7 +167,7 @@ def unweighted_accuracy(probs: np.ndarray, truth: list[str], labels: list[str]) 
 def measure(checkpoint: str | Path, recipe: str = DEFAULT_RECIPE, clips: int = 600) -> dict:
     """Return the int8 graph's drift from float32 on real clips, and both graphs' CPU time per audio second."""
     from data_process import load_audio
-    from onnx_recognizer import OnnxRecognizer, cached_export
+    from serving.onnx_recognizer import OnnxRecognizer, cached_export
 
     checkpoint = Path(checkpoint)
     graphs = {"fp32": OnnxRecognizer(cached_export(checkpoint)), "int8": OnnxRecognizer(cached_int8(checkpoint, recipe))}

@@ -1,11 +1,11 @@
 """Score audio with an ONNX export of a checkpoint (export.py --format onnx) in onnxruntime, no PyTorch model needed.
 
-`OnnxRecognizer` answers like `infer.Recognizer`: `labels`, `probabilities(clips)` -> (N, C),
+`OnnxRecognizer` answers like `recognizer.Recognizer`: `labels`, `probabilities(clips)` -> (N, C),
 `windows(audio)` and `predict(audio)`. Given a checkpoint folder instead of an .onnx file, it exports
 the folder once into $SER_CACHE/onnx (default ~/.cache/ser/onnx), keyed by the weights, config and graph
 version, and reuses that file afterwards.
 
-Adapting to a speaker or user, as `infer.Recognizer` does: the graph also outputs the pooled embedding before
+Adapting to a speaker or user, as `recognizer.Recognizer` does: the graph also outputs the pooled embedding before
 standardisation (`probabilities_and_embeddings`), and `classify(embeddings, mean, std)` standardises it and applies
 the linear classifier and calibration temperature in numpy (`Head`), with the head's weights read from the
 checkpoint's safetensors: the folder given, or the one the graph was exported from (its metadata) if its weights

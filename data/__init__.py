@@ -1,0 +1,1 @@
+"""The corpora (corpora.py) and what training caches of them (feature_cache.py, finetune_cache.py)."""

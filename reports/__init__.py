@@ -1,0 +1,1 @@
+"""What a checkpoint shows of itself: its model card (model_card.py) and figures (plots.py)."""
