@@ -1,8 +1,9 @@
 """Which parts of the default model lose accuracy in int8, and which recipe keeps the drift bound.
 
     python -m benchmark.int8_drift --stage sensitivity     # one layer group int8 at a time, on 200 of the clips
-    python -m benchmark.int8_drift --stage recipes --recipes dynamic dynamic_keep_l0    # quantize.RECIPES, 600 clips
-    python -m benchmark.int8_drift --stage verdict --recipes dynamic_keep_l0            # also writes CHECKPOINT/int8.json
+    python -m benchmark.int8_drift --stage recipes --recipes dynamic dynamic_but_l0_fc2   # quantize.RECIPES, 600 clips
+    python -m benchmark.int8_drift --stage speed --recipes dynamic dynamic_but_l0_fc2  # ms per 5 s clip, one process
+    python -m benchmark.int8_drift --stage verdict --recipes dynamic_but_l0_fc2   # its figures -> CHECKPOINT/int8.json
 
 The reference (quantize.Reference) is float32 onnxruntime on 600 real clips, 120 of each corpus spread evenly
 (quantize.real_clips part 0), in two sets and two modes:
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import pickle
 import sys
 import time
@@ -57,20 +59,20 @@ def groups() -> dict:
     return found
 
 
-def reference(checkpoint: Path, clips: int):
+def reference(checkpoint: Path, clips: int, part: int = 0):
     """Return quantize.Reference for the checkpoint, from runs/int8/ when float32 was already run on these weights."""
     from data_process import load_audio
     from onnx_recognizer import cached_export
     from quantize import Reference, graph_digest
 
     fp32 = cached_export(checkpoint)
-    path = CACHE / f"reference-{checkpoint.name}-{graph_digest(fp32)}-{clips}.pkl"
+    path = CACHE / f"reference-{checkpoint.name}-{graph_digest(fp32)}-{clips}{'-part1' if part else ''}.pkl"
     if path.is_file():
         found = pickle.loads(path.read_bytes())
         found.clips = [load_audio(r.path) for r in found.rows]
         return found
     start = time.perf_counter()
-    found = Reference(checkpoint, fp32, clips)
+    found = Reference(checkpoint, fp32, clips, part=part)
     print(f"int8_drift: float32 reference on {clips} + {clips} clips in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -104,11 +106,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m benchmark.int8_drift", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="checkpoint folder (default: checkpoints/default.txt's)")
-    parser.add_argument("--stage", choices=["sensitivity", "recipes", "verdict"], required=True)
+    parser.add_argument("--stage", choices=["sensitivity", "recipes", "verdict", "speed"], required=True)
     parser.add_argument("--clips", type=int, default=600, help="clips measured (and as many more for the loco heads)")
     parser.add_argument("--every", type=int, default=3, help="sensitivity: every n-th measured clip")
     parser.add_argument("--variants", nargs="*", help="sensitivity: only these variants (default: all)")
     parser.add_argument("--recipes", nargs="*", default=[], help="recipes / verdict: quantize.RECIPES keys")
+    parser.add_argument("--part", type=int, choices=[0, 1], default=0,
+                        help="recipes: 1 measures the other half of the sampled clips (a second look; results under "
+                             "'recipes_part1'), the verdict is always part 0's")
     parser.add_argument("--output", default=str(OUTPUT))
     args = parser.parse_args(argv)
 
@@ -122,9 +127,24 @@ def main(argv: list[str] | None = None) -> dict:
     result.update({"what": __doc__.split("\n\n")[0], "checkpoint": checkpoint.name, "machine": machine(),
                    "bound": {"agreement_min": quantize.AGREEMENT_MIN, "ua_drop_max": quantize.UA_DROP_MAX}})
     command = " ".join(["python -m benchmark.int8_drift", *(argv if argv is not None else sys.argv[1:])])
-    ref = reference(checkpoint, args.clips)
+    ref = reference(checkpoint, args.clips, args.part) if args.stage in ("sensitivity", "recipes") else None  # loaded when measuring
     fp32 = cached_export(checkpoint)
-    if args.stage == "sensitivity":
+    if args.stage == "speed":  # float32 and the recipes taking turns on one real 5 s clip, more repeats
+        from data_process import load_audio
+
+        rows = quantize.real_clips(checkpoint, args.clips)
+        five = next(c for c in (load_audio(r.path) for r in rows) if len(c) >= 80_000)[:80_000]
+        graphs = {"fp32": fp32, **{r: quantize.cached_int8(checkpoint, r) for r in args.recipes}}
+        timing = quantize.speed(graphs, five, repeats=40)
+        result["speed"] = {"command": command, "date": now(), "clip_s": 5.0, "threads": 1,
+                           "load_average": [round(x, 2) for x in os.getloadavg()],
+                           "ms_per_5s_clip": {n: t["ms"] for n, t in timing.items()},
+                           "cpu_ms_per_5s_clip": {n: t["cpu_ms"] for n, t in timing.items()},
+                           "over_fp32_wall": {n: round(t["ms"] / timing["fp32"]["ms"], 3) for n, t in timing.items()},
+                           "over_fp32_cpu": {n: round(t["cpu_ms"] / timing["fp32"]["cpu_ms"], 3)
+                                             for n, t in timing.items()}}
+        print(f"int8_drift: speed {json.dumps(result['speed'])}", file=sys.stderr)
+    elif args.stage == "sensitivity":
         part = subset(ref, args.every)
         found = result.setdefault("sensitivity", {})
         found.update({"command": command, "date": now(), "commit": quantize.git_commit(), "clips": len(part.rows),
@@ -143,13 +163,20 @@ def main(argv: list[str] | None = None) -> dict:
             write_json(output, result)
     else:
         for recipe in args.recipes:
-            figures = quantize.measure(checkpoint, recipe, args.clips, reference=ref)
-            figures.update({"command": command, "date": now()})
-            result.setdefault("recipes", {})[recipe] = figures
+            key = "recipes_part1" if args.part else "recipes"
+            figures = result.get(key, {}).get(recipe)
+            graph = quantize.cached_int8(checkpoint, recipe)
+            if not (args.stage == "verdict" and figures and figures.get("clips") == args.clips
+                    and figures["graph_weights"] == quantize.graph_digest(graph)
+                    and figures["weights"] == quantize.weights_digest(checkpoint)):  # else measured already
+                ref = ref or reference(checkpoint, args.clips, args.part)
+                figures = quantize.measure(checkpoint, recipe, args.clips, reference=ref)
+                figures.update({"command": command, "date": now()})
+            result.setdefault(key, {})[recipe] = figures
             print(f"int8_drift: {recipe}: meets the bound {figures['meets_bound']}, "
                   f"{json.dumps(summary(figures))}, {figures['ms_per_5s_clip']}", file=sys.stderr)
             write_json(output, result)
-            if args.stage == "verdict":
+            if args.stage == "verdict" and not args.part:
                 (checkpoint / quantize.VERDICT).write_text(json.dumps(figures, indent=2) + "\n")
     write_json(output, result)
     return result
