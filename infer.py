@@ -392,12 +392,14 @@ def load_scorer(checkpoint: str, runtime: str = "torch", precision: str = "auto"
     """Return the Scorer for `checkpoint`: its int8 graph (onnxruntime) where quantize.choose says so, else
     `runtime` in float32. `scorer.precision` says which ("int8" or "fp32").
 
-    auto keeps float32 where int8 cannot serve: embeddings asked for (--embeddings, --normalize), or a GPU.
+    auto keeps float32 where int8 cannot serve: a GPU, or embeddings asked for (--embeddings, --normalize, the app's
+    adaptation to its user) where the int8 measurement does not cover the adapted mode (quantize.holds_adapted).
     """
     import quantize
 
     chosen, recipe = quantize.choose(checkpoint, precision)
-    if chosen == "int8" and precision == "auto" and (embeddings or device not in ("auto", "cpu")
+    if chosen == "int8" and precision == "auto" and ((embeddings and not quantize.holds_adapted(checkpoint))
+                                                     or device not in ("auto", "cpu")
                                                      or (device == "auto" and _cuda_available())):
         chosen = "fp32"
     if chosen == "int8":
@@ -883,7 +885,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
                         help="auto: the int8 graph (onnxruntime, quantize.py) where the checkpoint's int8.json shows "
                              "it meets the drift bound (>= 99%% top-1 agreement with float32, <= 0.5 point of UA "
-                             "lost on real clips), else float32 in --runtime; fp32: always float32; int8: int8 even "
+                             "lost on real clips, for clips judged alone and, with --normalize, adapted), else float32 "
+                             "in --runtime; fp32: always float32; int8: int8 even "
                              "where it was not measured")
     parser.add_argument("--normalize", choices=["none", *GROUPINGS], default="none",
                         help="with a checkpoint trained with --embedding_norm (the default model): standardise each "

@@ -227,6 +227,13 @@ def choose(checkpoint: str | Path, precision: str = "auto") -> tuple[str, str | 
     return ("fp32", None) if why else ("int8", found["recipe"])
 
 
+def holds_adapted(checkpoint: str | Path) -> bool:
+    """Return whether the checkpoint's int8 measurement meets the bound in the adapted mode too (in every set): then
+    its int8 graph's embeddings may be standardised with a speaker's or user's statistics (infer.load_scorer)."""
+    found = verdict(checkpoint) or {}
+    return all(group in found and meets(found[group]["adapted"]) for group in ("training", "loco"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Measuring the drift
 # ---------------------------------------------------------------------------------------------

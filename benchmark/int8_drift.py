@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     elif args.stage == "sensitivity":
         part = subset(ref, args.every)
         found = result.setdefault("sensitivity", {})
-        found.update({"command": command, "date": now(), "commit": quantize.git_commit(), "clips": len(part.rows),
+        found.setdefault("commands", []).append({"command": command, "date": now(), "commit": quantize.git_commit()})
+        found.update({"clips": len(part.rows),
                       "how": "dynamic int8 (per channel) of the named layers only, the rest float32; flips against "
                              "float32 on the same clips"})
         variants = groups()

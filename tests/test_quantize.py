@@ -95,7 +95,7 @@ def test_the_shipped_default_measurement_covers_every_set_and_mode():
 
 def test_load_scorer_follows_the_choice(checkpoint, tmp_path, monkeypatch):
     """int8 runs the int8 graph in onnxruntime (a stand-in here: test_export.py runs the real one); embeddings
-    and --precision fp32 keep float32 PyTorch."""
+    (where the adapted mode was not measured to hold) and --precision fp32 keep float32 PyTorch."""
     import infer
     from infer import load_scorer
 
@@ -112,6 +112,17 @@ def test_load_scorer_follows_the_choice(checkpoint, tmp_path, monkeypatch):
     write_verdict(checkpoint, meets=True, graph=graph)
     chosen = load_scorer(str(checkpoint), device="cpu")
     assert chosen.runtime == "onnx" and chosen.precision == "int8" and chosen.path.name == "dynamic_ffn.onnx"
+    # embeddings (adapting to a speaker): int8 only where the measurement covers the adapted mode
+    assert load_scorer(str(checkpoint), device="cpu", embeddings=True).precision == "fp32"
+    found = quantize.verdict(checkpoint)
+    adapted = {"alone": {"agreement": 0.995, "ua_lost": 0.0}, "adapted": {"agreement": 0.995, "ua_lost": 0.001}}
+    (checkpoint / quantize.VERDICT).write_text(json.dumps({**found, "training": adapted, "loco": adapted}))
+    assert quantize.holds_adapted(checkpoint)
+    assert load_scorer(str(checkpoint), device="cpu", embeddings=True).precision == "int8"
+    (checkpoint / quantize.VERDICT).write_text(json.dumps({**found, "training": adapted,
+                                                           "loco": {**adapted, "adapted": {"agreement": 0.98,
+                                                                                           "ua_lost": 0.0}}}))
+    assert not quantize.holds_adapted(checkpoint)
     assert load_scorer(str(checkpoint), device="cpu", embeddings=True).precision == "fp32"
     assert load_scorer(str(checkpoint), precision="fp32", device="cpu").precision == "fp32"
 
