@@ -402,9 +402,17 @@ def load_scorer(checkpoint: str, runtime: str = "torch", precision: str = "auto"
                                                      or device not in ("auto", "cpu")
                                                      or (device == "auto" and _cuda_available())):
         chosen = "fp32"
+    scorer = None
     if chosen == "int8":
-        scorer = OnnxScorer(quantize.cached_int8(checkpoint, recipe), batch_size)
-    else:
+        try:
+            scorer = OnnxScorer(quantize.cached_int8(checkpoint, recipe), batch_size)
+        except Exception as err:  # auto: an int8 graph that cannot be made or loaded here leaves float32 serving
+            if precision != "auto":
+                raise
+            print(f"infer: {Path(checkpoint).name} runs float32: its int8 graph failed ({type(err).__name__}: {err})",
+                  file=sys.stderr)
+            chosen = "fp32"
+    if scorer is None:
         scorer = RUNTIMES[runtime](checkpoint, device, batch_size)
     scorer.precision = chosen
     return scorer

@@ -185,12 +185,15 @@ def test_auto_runtime_serves_onnx_and_falls_back_to_pytorch(cache, monkeypatch):
 
     assert app.parse_args([]).runtime == "auto"
     monkeypatch.setenv("SER_CACHE", str(cache))
-    scorer = infer.load_scorer(str(DEFAULT), runtime="auto", device="cpu", embeddings=True)
+    scorer = infer.load_scorer(str(DEFAULT), runtime="auto", precision="fp32", device="cpu", embeddings=True)
     assert scorer.runtime_name == "onnx" and scorer.precision == "fp32" and scorer.normalizes
 
     def broken(*args, **kwargs):
         raise RuntimeError("the ONNX graph differs from PyTorch")
 
     monkeypatch.setattr(infer, "OnnxScorer", broken)
-    fallback = infer.load_scorer(str(DEFAULT), runtime="auto", device="cpu", embeddings=True)
+    fallback = infer.load_scorer(str(DEFAULT), runtime="auto", precision="fp32", device="cpu", embeddings=True)
     assert fallback.runtime_name == "torch" and fallback.normalizes
+    # auto precision (its int8 graph measured to hold, quantize.py) falls back to float32 too when onnxruntime fails
+    fallback = infer.load_scorer(str(DEFAULT), runtime="auto", device="cpu", embeddings=True)
+    assert fallback.runtime_name == "torch" and fallback.precision == "fp32" and fallback.normalizes
