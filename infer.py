@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
                         help="auto: the int8 graph (onnxruntime, serving/quantize.py) where the checkpoint's int8.json shows "
                              "it meets the drift bound (>= 99%% top-1 agreement with float32, <= 0.5 point of UA "
-                             "lost on real clips), else float32 in --runtime; fp32: always float32; int8: int8 even "
-                             "where it was not measured")
+                             "lost on real clips, for clips judged alone and, with --normalize, adapted), else float32 "
+                             "in --runtime; fp32: always float32; int8: int8 even where it was not measured")
     parser.add_argument("--normalize", choices=["none", *GROUPINGS], default="none",
                         help="with a checkpoint trained with --embedding_norm (the default model): standardise each "
                              "file's embedding with the statistics of its group rather than judging it alone. folder: "

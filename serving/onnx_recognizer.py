@@ -160,10 +160,9 @@ class OnnxRecognizer:
             if (source / "config.json").is_file() and (source / "model.safetensors").is_file() \
                     and weights_digest(source) == meta.get("weights"):
                 folder = source
-        # float32 only: an int8 graph's embeddings drift (quantize.py) and its calibration was never measured, so it
-        # judges each clip alone, as app.py --precision int8 says
-        float32 = meta.get("precision", "fp32") != "int8"
-        self.head = Head(folder) if self.has_embeddings and folder is not None and float32 else None
+        # an int8 graph's embeddings too: quantize.py measures its drift in the adapted mode as well, and auto
+        # (infer.load_scorer) serves it there only where that measurement meets the bound
+        self.head = Head(folder) if self.has_embeddings and folder is not None else None
 
     @property
     def normalizes(self) -> bool:

@@ -366,17 +366,27 @@ def load_scorer(checkpoint: str, runtime: str = "torch", precision: str = "auto"
     """Return the Scorer for `checkpoint`: its int8 graph (onnxruntime) where quantize.choose says so, else
     `runtime` in float32. `scorer.precision` says which ("int8" or "fp32").
 
-    auto keeps float32 where int8 cannot serve: embeddings asked for (--embeddings, --normalize), or a GPU.
+    auto keeps float32 where int8 cannot serve: a GPU, or embeddings asked for (--embeddings, --normalize, the app's
+    adaptation to its user) where the int8 measurement does not cover the adapted mode (quantize.holds_adapted).
     """
     from serving import quantize
 
     chosen, recipe = quantize.choose(checkpoint, precision)
-    if chosen == "int8" and precision == "auto" and (embeddings or device not in ("auto", "cpu")
+    if chosen == "int8" and precision == "auto" and ((embeddings and not quantize.holds_adapted(checkpoint))
+                                                     or device not in ("auto", "cpu")
                                                      or (device == "auto" and _cuda_available())):
         chosen = "fp32"
+    scorer = None
     if chosen == "int8":
-        scorer = OnnxScorer(quantize.cached_int8(checkpoint, recipe), batch_size)
-    else:
+        try:
+            scorer = OnnxScorer(quantize.cached_int8(checkpoint, recipe), batch_size)
+        except Exception as err:  # auto: an int8 graph that cannot be made or loaded here leaves float32 serving
+            if precision != "auto":
+                raise
+            print(f"infer: {Path(checkpoint).name} runs float32: its int8 graph failed ({type(err).__name__}: {err})",
+                  file=sys.stderr)
+            chosen = "fp32"
+    if scorer is None:
         scorer = RUNTIMES[runtime](checkpoint, device, batch_size)
     scorer.precision = chosen
     return scorer

@@ -130,9 +130,9 @@ def test_transformers_format_keeps_the_weights_and_adds_the_code(tmp_path):
 
 
 def test_int8_graph_of_the_default_model_against_float32_on_real_clips(exported, tmp_path):
-    """quantize.py's default recipe: the encoder's linear layers int8, the front end and head float32; on
-    real clips of three corpora it must answer close to float32 (the 99 % bound itself is measured by
-    `python -m serving.quantize` on 600 clips and recorded in the checkpoint's int8.json)."""
+    """quantize.py's default recipe: the encoder's linear layers int8 but layers 0-2's and every fc2, the front end and
+    head float32; on real clips of three corpora it must answer close to float32 (the 99 % bound itself is measured by
+    `python -m serving.quantize` on 600 clips in two sets and two modes and recorded in the checkpoint's int8.json)."""
     import onnx
 
     from serving import quantize
@@ -143,8 +143,10 @@ def test_int8_graph_of_the_default_model_against_float32_on_real_clips(exported,
     layers = json.loads((ROOT / "checkpoints" / DEFAULT / "config.json").read_text())["encoder_config"]["encoder_layers"]
     assert len(quantize.scoped_nodes(graph, quantize.RECIPES["dynamic"].scopes)) == 6 * layers  # q k v out fc1 fc2
     assert len(quantize.scoped_nodes(graph, quantize.RECIPES["dynamic_fc1"].scopes)) == layers
+    kept = quantize.RECIPES[quantize.DEFAULT_RECIPE]
+    assert len(quantize.scoped_nodes(graph, kept.scopes, kept.keep)) == 5 * (layers - 3)  # layers 0-2 and fc2 kept
     int8_path = quantize.quantize(exported[DEFAULT], tmp_path / "int8.onnx")
-    assert int8_path.stat().st_size < 0.5 * exported[DEFAULT].stat().st_size
+    assert int8_path.stat().st_size < 0.85 * exported[DEFAULT].stat().st_size  # 65 of 84 MB: 6 M weights int8
     fp32, int8 = OnnxRecognizer(exported[DEFAULT]), OnnxRecognizer(int8_path)
     assert int8.labels == fp32.labels and int8.window_seconds == fp32.window_seconds
     assert {p.key: p.value for p in onnx.load(str(int8_path)).metadata_props}["precision"] == "int8"
@@ -152,6 +154,6 @@ def test_int8_graph_of_the_default_model_against_float32_on_real_clips(exported,
     clips = [load_audio(r.path) for r in rows]
     a, b = fp32.probabilities(clips), int8.probabilities(clips)
     assert len({r.corpus for r in rows}) >= 3
-    # close, not equal (quantize.py measures the drift bound on 600 clips: 0.018 mean |difference| for the default)
-    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9 and np.abs(a - b).mean() < 0.03
+    # close, not equal (quantize.py measures the drift bound on 600 clips: 0.001 mean |difference| for the default)
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9 and np.abs(a - b).mean() < 0.01
     assert np.abs(a - b).max() > 0  # it is another graph: int8 arithmetic, not a copy of float32

@@ -154,6 +154,7 @@ def test_an_onnx_file_adapts_only_with_its_own_checkpoint_at_hand(cache, speech,
     there are still those it was exported from; else it judges each clip alone and --normalize is refused."""
     import onnx
 
+    import infer
     from serving.recognizer import OnnxScorer
 
     graph = next((cache / "onnx").glob("*.onnx"))
@@ -176,8 +177,6 @@ def test_an_onnx_file_adapts_only_with_its_own_checkpoint_at_hand(cache, speech,
         assert scorer.normalizes is not changed
         assert scorer.probabilities_and_embeddings(speech["clips"][:1])[1].shape == (1, scorer.embedding_dim)
     with pytest.raises(SystemExit, match="standardises nothing"):
-        import infer
-
         infer.run(None, str(tmp_path / "out.csv"), speech["paths"][:2], scorer=scorer, normalize="folder")
 
 
@@ -187,12 +186,15 @@ def test_auto_runtime_serves_onnx_and_falls_back_to_pytorch(cache, monkeypatch):
 
     assert app.parse_args([]).runtime == "auto"
     monkeypatch.setenv("SER_CACHE", str(cache))
-    scorer = recognizer.load_scorer(str(DEFAULT), runtime="auto", device="cpu", embeddings=True)
+    scorer = recognizer.load_scorer(str(DEFAULT), runtime="auto", precision="fp32", device="cpu", embeddings=True)
     assert scorer.runtime_name == "onnx" and scorer.precision == "fp32" and scorer.normalizes
 
     def broken(*args, **kwargs):
         raise RuntimeError("the ONNX graph differs from PyTorch")
 
     monkeypatch.setattr(recognizer, "OnnxScorer", broken)
-    fallback = recognizer.load_scorer(str(DEFAULT), runtime="auto", device="cpu", embeddings=True)
+    fallback = recognizer.load_scorer(str(DEFAULT), runtime="auto", precision="fp32", device="cpu", embeddings=True)
     assert fallback.runtime_name == "torch" and fallback.normalizes
+    # auto precision (its int8 graph measured to hold, quantize.py) falls back to float32 too when onnxruntime fails
+    fallback = recognizer.load_scorer(str(DEFAULT), runtime="auto", device="cpu", embeddings=True)
+    assert fallback.runtime_name == "torch" and fallback.precision == "fp32" and fallback.normalizes
