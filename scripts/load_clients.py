@@ -137,8 +137,8 @@ def level(url: str, clients: int, clips: list[Path], reference: dict, args, pid:
     print(f"{clients:4d} clients: {row['answered']}/{row['requests']} answered, {right} right, p50 {row['p50_s']} s, "
           f"p95 {row['p95_s']} s, max {row['max_s']} s; app CPU {row['cpu_s_per_request']} s a request; peak "
           f"{row['peak_rss_mb']} MB; load {load_before}" + (f"; e.g. {errors[0]}" if errors else ""), flush=True)
-    for session in sessions:
-        session.client.close() if hasattr(session.client, "close") else None
+    with ThreadPoolExecutor(64) as pool:  # close() waits up to 1 s for each session's heartbeat thread
+        list(pool.map(lambda session: session.client.close(), sessions))
     return row
 
 
@@ -160,7 +160,7 @@ def run(url: str, args, pid: int | None, runtime: str) -> dict:
         reference[path] = probs
     rows = [level(url, n, clips, reference, args, pid) for n in args.levels]
     return {"command": "python scripts/load_test.py clients " + " ".join(args.argv), "commit": git_commit(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": args.model, "runtime": runtime,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": args.model, "setting": runtime,
             "clips": f"{len(clips)} real clips of {min(seconds):.1f}-{max(seconds):.1f} s (EmoDB and RAVDESS, 16 kHz)",
             "how": ("Each level: N gradio_client sessions, made before timing, send one clip each at the same moment "
                     f"(1 client: {args.alone} requests one after another, a new session each), over HTTP to app.py on localhost, clients "
@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clips", type=int, default=40, help="distinct real clips the clients send")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a request counts as lost")
     parser.add_argument("--runtime", default="auto", help="app.py --runtime for the app started here")
+    parser.add_argument("--onnx_threads", type=int, default=1,
+                        help="onnxruntime threads a call for the app started here (app.py's default: 1, a call per "
+                             "core side by side; 0: every core, one call at a time)")
     parser.add_argument("--output", default=str(RESULTS), help="results JSON (docs/serving.md reads the default)")
     args = parser.parse_args(argv)
     args.argv = list(argv or [])
@@ -191,10 +194,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="ser_load_") as tmp:
         proc, url = None, args.url
         if not url:
-            proc, url = start_app(args.checkpoints, Path(tmp) / "app.log", ["--runtime", args.runtime])
+            proc, url = start_app(args.checkpoints, Path(tmp) / "app.log", ["--runtime", args.runtime],
+                                  {"SER_ONNX_THREADS": str(args.onnx_threads)})
             print(f"app.py started on {url}")
         try:
-            results = run(url, args, proc.pid if proc else None, args.runtime if proc else "as the app at --url")
+            setting = (f"app.py --runtime {args.runtime}, SER_ONNX_THREADS={args.onnx_threads}" if proc
+                       else "the app at --url, as it was started")
+            results = run(url, args, proc.pid if proc else None, setting)
         finally:
             if proc is not None:
                 results_log = (Path(tmp) / "app.log").read_text()[-1500:]

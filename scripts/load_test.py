@@ -63,7 +63,8 @@ def write_long(path: Path, minutes: float) -> Path:
     return path
 
 
-def start_app(checkpoints: str, log: Path, flags: list[str] | None = None) -> tuple[subprocess.Popen, str]:
+def start_app(checkpoints: str, log: Path, flags: list[str] | None = None,
+              env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """Start app.py on a free localhost port; return (process, URL) once it answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,7 +72,7 @@ def start_app(checkpoints: str, log: Path, flags: list[str] | None = None) -> tu
     with open(log, "w") as handle:
         proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--checkpoints", checkpoints, "--port", str(port),
                                  *(flags or [])],
-                                stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
