@@ -67,7 +67,7 @@ class Scheduler:
 
     def probabilities(self, recognizer, clips: list[np.ndarray],
                       progress: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """Return recognizer.probabilities(clips), computed on the worker; block until it is done.
+        """Return recognizer.probabilities(clips), computed on a worker (or here, when nobody waits); block until done.
 
         While it waits, `progress(done, total)` is called in the caller's thread (where Gradio's
         progress bar works) every `PROGRESS_EVERY_S` in which more clips were scored.
@@ -76,6 +76,8 @@ class Scheduler:
         if not clips:
             return np.zeros((0, len(getattr(recognizer, "labels", []))), dtype=np.float32)
         job = _Job(recognizer, list(clips))
+        if self._direct(job):
+            return job.future.result()
         with self._ready:
             self._jobs.append(job)
             self._workers = [w for w in self._workers if w.is_alive()]
@@ -91,6 +93,25 @@ class Scheduler:
                 if job.done > shown:
                     shown = job.done
                     progress(shown, len(job.clips))
+
+    def _direct(self, job: _Job) -> bool:
+        """Score `job` in the caller's thread if nobody waits, its call fits in the free cores and it is one slice:
+        no hand-over to a worker thread (on a busy machine waking one took milliseconds). Return whether it did."""
+        cost = self._cost(job.recognizer)
+        with self._ready:
+            known = job.recognizer in self._exact or getattr(job.recognizer, "parallel_calls", 1) > 1
+            if (self._jobs or not known or self._used + cost > self.cores + 1e-9
+                    or self._stop(job) < len(job.clips)):
+                return False
+            self._used += cost
+            self.calls += 1
+        try:
+            self._score([(job, len(job.clips))])
+        finally:
+            with self._ready:
+                self._used -= cost
+                self._ready.notify_all()
+        return True
 
     def pending(self) -> int:
         """Return how many jobs are waiting or being scored."""
@@ -154,25 +175,25 @@ class Scheduler:
             with self._ready:
                 while (first := self._first()) is None:
                     self._ready.wait()
+                cost = self._cost(first.recognizer)
+                self._used += cost  # the padding check runs the model too: it takes its cores like a call
                 unknown = first.recognizer not in self._exact and getattr(first.recognizer, "parallel_calls", 1) <= 1
                 if not unknown:
                     turn = self._next_turn(first)
-                    cost = self._cost(first.recognizer)
-                    self._used += cost
                     self.calls += 1
                     for job, _ in turn:
                         job.busy = True
-            if unknown:  # outside the lock (it runs the model), once; then the next pass takes the turn
-                with self._checking:
-                    if first.recognizer not in self._exact:
-                        self._exact[first.recognizer] = pads_exactly(first.recognizer)
-                continue
             try:
-                self._score(turn)
+                if unknown:  # outside the lock (it runs the model), once; then the next pass takes the turn
+                    with self._checking:
+                        if first.recognizer not in self._exact:
+                            self._exact[first.recognizer] = pads_exactly(first.recognizer)
+                else:
+                    self._score(turn)
             finally:
                 with self._ready:
                     self._used -= cost
-                    for job, _ in turn:
+                    for job, _ in ([] if unknown else turn):
                         job.busy = False
                     self._ready.notify_all()
 
