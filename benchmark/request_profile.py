@@ -11,7 +11,8 @@ page calibrates to the user's voice): Gradio's preprocessing of the upload, deco
 ONNX graph; PyTorch's log-mel is timed apart for scale), the hand-off to the model worker
 (ui/scheduler.py), the calibration to the user's voice, and the outputs (the note, the bars, the
 session history) with Gradio's postprocessing. "end to end" is the whole event, `Blocks.process_api`
-on the page's /predict event: everything but HTTP and the queue. A long clip then times the timeline
+on the page's /predict event in one page session: everything but HTTP and the queue, and the state
+Gradio makes once per page session (or per API client: timed apart). A long clip then times the timeline
 and per-window table against its model time.
 
 Each stage runs `--repeats` times after a warm-up; the medians of wall and CPU time (all threads of
@@ -96,19 +97,26 @@ class Page:
         shutil.copyfile(path, target)
         return str(target)
 
-    def process(self, path: Path, voice) -> list:
-        """Run the page's /predict event on an upload of `path` (Blocks.process_api: preprocess, call, postprocess)."""
+    def session(self, voice):
+        """Return a new page session's state (what Gradio makes on a page's, or an API client's, first event)."""
         from gradio.state_holder import SessionState
 
-        payload = {"path": self.upload(path), "meta": {"_type": "gradio.FileData"}, "orig_name": path.name}
         state = SessionState(self.demo)
         state[self.event.inputs[2]._id] = voice
+        return state
+
+    def process(self, path: Path, state) -> list:
+        """Run the page's /predict event on an upload of `path` (Blocks.process_api: preprocess, call, postprocess)
+        in the page session `state`."""
+        payload = {"path": self.upload(path), "meta": {"_type": "gradio.FileData"}, "orig_name": path.name}
         out = self.loop.run_until_complete(self.demo.process_api(self.event, [payload, self.name, None], state=state))
         return out["data"]
 
 
 def profile_short(page: Page, wav: Path, repeats: int) -> dict:
     """Return each stage's times for one short upload (`wav`, 48 kHz 16-bit as a browser sends)."""
+    import gradio as gr
+    import soundfile as sf
     import torch
     from gradio.data_classes import FileData
 
@@ -140,8 +148,10 @@ def profile_short(page: Page, wav: Path, repeats: int) -> dict:
     _, embeddings = scorer.probabilities_and_embeddings([audio])
     with torch.inference_mode():
         log_mel = _log_mel(scorer, page)
+    arrived = iter([page.upload(wav) for _ in range(repeats + 1)])  # uploads, copied before the timing
     stages = {
-        "upload (Gradio preprocess)": timed(lambda: audio_component.preprocess(FileData(path=page.upload(wav))), repeats),
+        "new page session (Gradio's state)": timed(lambda: page.session(learnt), repeats),
+        "upload (Gradio preprocess)": timed(lambda: audio_component.preprocess(FileData(path=next(arrived))), repeats),
         "decode (libsndfile)": timed(lambda: _read_soundfile(wav, callbacks.DEFAULT_MAX_SECONDS), repeats),
         "resample (soxr, to 16 kHz)": timed(lambda: to_model_rate(raw, rate), repeats),
         "level checks": timed(lambda: (np.abs(audio).max(), audio.mean(), audio_checks.loudest_dbfs(audio)), repeats),
@@ -156,8 +166,19 @@ def profile_short(page: Page, wav: Path, repeats: int) -> dict:
     stages["hand-off to the model worker"] = subtract(stages["hand-off to the model worker"],
                                                        stages["model (log-mel + encoder + head)"])
     stages = {k: v for k, v in stages.items() if v is not None}
-    end_to_end = timed(lambda: page.process(wav, learnt), repeats)
-    return {"stages": stages, "end_to_end": end_to_end}
+    # gr.Audio(format="wav") would convert every other upload (mp3, ogg, webm) to WAV before the app decodes it;
+    # the page's Audio leaves the format alone (format=None): both timed on a 5 s Opus upload
+    opus = wav.with_suffix(".ogg")
+    sf.write(opus, raw, rate, format="OGG", subtype="OPUS")
+    converting = gr.Audio(type="filepath", format="wav")
+    uploads = iter([page.upload(opus) for _ in range(2 * repeats + 2)])
+    stages_opus = {"as the page (format=None)": timed(lambda: audio_component.preprocess(FileData(path=next(uploads))),
+                                                      repeats),
+                   "converted to WAV (format='wav')": timed(lambda: converting.preprocess(FileData(path=next(uploads))),
+                                                            repeats)}
+    state = page.session(learnt)  # one page session: a user's successive recordings
+    end_to_end = timed(lambda: page.process(wav, state), repeats)
+    return {"stages": stages, "end_to_end": end_to_end, "opus_upload_preprocess": stages_opus}
 
 
 def subtract(total: dict, part: dict) -> dict:

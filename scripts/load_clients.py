@@ -159,7 +159,7 @@ def run(url: str, args, pid: int | None, runtime: str) -> dict:
             raise SystemExit(f"{path.name} alone got no answer: {err}")
         reference[path] = probs
     rows = [level(url, n, clips, reference, args, pid) for n in args.levels]
-    return {"command": "python scripts/load_test.py clients " + " ".join(args.argv), "commit": git_commit(),
+    return {"command": " ".join(["python scripts/load_test.py clients", *args.argv]), "commit": git_commit(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": args.model, "setting": runtime,
             "clips": f"{len(clips)} real clips of {min(seconds):.1f}-{max(seconds):.1f} s (EmoDB and RAVDESS, 16 kHz)",
             "how": ("Each level: N gradio_client sessions, made before timing, send one clip each at the same moment "
@@ -198,8 +198,11 @@ def main(argv: list[str] | None = None) -> None:
                                   {"SER_ONNX_THREADS": str(args.onnx_threads)})
             print(f"app.py started on {url}")
         try:
-            setting = (f"app.py --runtime {args.runtime}, SER_ONNX_THREADS={args.onnx_threads}" if proc
-                       else "the app at --url, as it was started")
+            setting = (f"app.py --runtime {args.runtime}" + (
+                ", the default in PyTorch (waiting requests batched)" if args.runtime == "torch" else
+                ", onnxruntime one thread a call, a call per core side by side (as served)" if args.onnx_threads == 1
+                else f", onnxruntime SER_ONNX_THREADS={args.onnx_threads} (every core a call, one call at a time)")
+                if proc else "the app at --url, as it was started")
             results = run(url, args, proc.pid if proc else None, setting)
         finally:
             if proc is not None:
