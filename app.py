@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(f"warning: no loadable checkpoint in {store.root}; the page will say so", file=sys.stderr)
     demo = build(store, args.max_seconds)
-    # Requests decode and check their audio side by side, then queue their model calls on one worker
-    # that serves them in turns (ui/scheduler.py): a long recording no longer holds up everyone else.
+    # Requests decode and check their audio side by side, then queue their model calls on the model workers,
+    # which serve them in turns (ui/scheduler.py): a long recording no longer holds up everyone else.
     # The limit bounds the audio held in memory at once; further requests wait in Gradio's queue.
     demo.queue(default_concurrency_limit=CONCURRENT_REQUESTS).launch(
         server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 1e6),

@@ -51,7 +51,7 @@ class _Job:
 
 
 class Scheduler:
-    """Score clips on one worker thread, jobs in turns, short jobs for the same model batched together."""
+    """Score clips on worker threads (a call per free core's worth), jobs in turns, waiting short jobs batched."""
 
     def __init__(self, slice_seconds: float = 8.0, max_batch: int = 8, cores: int | None = None):
         self.slice_seconds = slice_seconds
