@@ -187,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--onnx_threads", type=int, default=1,
                         help="onnxruntime threads a call for the app started here (app.py's default: 1, a call per "
                              "core side by side; 0: every core, one call at a time)")
+    parser.add_argument("--app_flags", default="", help="more flags for the app started here, e.g. '--queue_updates auto'")
     parser.add_argument("--output", default=str(RESULTS), help="results JSON (docs/serving.md reads the default)")
     args = parser.parse_args(argv)
     args.argv = list(argv or [])
@@ -194,15 +195,16 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="ser_load_") as tmp:
         proc, url = None, args.url
         if not url:
-            proc, url = start_app(args.checkpoints, Path(tmp) / "app.log", ["--runtime", args.runtime],
+            proc, url = start_app(args.checkpoints, Path(tmp) / "app.log", ["--runtime", args.runtime, *args.app_flags.split()],
                                   {"SER_ONNX_THREADS": str(args.onnx_threads)})
             print(f"app.py started on {url}")
         try:
             setting = (f"app.py --runtime {args.runtime}" + (
                 ", the default in PyTorch (waiting requests batched)" if args.runtime == "torch" else
-                ", onnxruntime one thread a call, a call per core side by side (as served)" if args.onnx_threads == 1
+                ", onnxruntime one thread a call, a call per core side by side" + ("" if args.app_flags else " (as served)")
+                if args.onnx_threads == 1
                 else f", onnxruntime SER_ONNX_THREADS={args.onnx_threads} (every core a call, one call at a time)")
-                if proc else "the app at --url, as it was started")
+                + (f", {args.app_flags}" if args.app_flags else "") if proc else "the app at --url, as it was started")
             results = run(url, args, proc.pid if proc else None, setting)
         finally:
             if proc is not None:
