@@ -153,7 +153,7 @@ def _comparison(loads: list[dict]) -> list[str]:
             continue
         pairs = [(served[row["clients"]], row) for row in other["rows"] if row["clients"] in served and row["clients"] > 1]
         if pairs:
-            lines.append(f"Served against {other['setting']}: " + "; ".join(
+            lines.append(f"Served against {other['setting']} (separate runs: compare their load averages): " + "; ".join(
                 f"{a['clients']} clients p95 {a['p95_s']:.1f} s against {b['p95_s']:.1f} s, CPU a request "
                 f"{a['cpu_s_per_request']:.3f} against {b['cpu_s_per_request']:.3f} s" for a, b in pairs) + ".")
     return lines

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -159,7 +160,7 @@ def run(url: str, args, pid: int | None, runtime: str) -> dict:
             raise SystemExit(f"{path.name} alone got no answer: {err}")
         reference[path] = probs
     rows = [level(url, n, clips, reference, args, pid) for n in args.levels]
-    return {"command": " ".join(["python scripts/load_test.py clients", *args.argv]), "commit": git_commit(),
+    return {"command": shlex.join(["python", "scripts/load_test.py", "clients", *args.argv]), "commit": git_commit(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": args.model, "setting": runtime,
             "clips": f"{len(clips)} real clips of {min(seconds):.1f}-{max(seconds):.1f} s (EmoDB and RAVDESS, 16 kHz)",
             "how": ("Each level: N gradio_client sessions, made before timing, send one clip each at the same moment "
