@@ -23,7 +23,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # (measured with benchmark/latency.py on 2 shared cores). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # onnxruntime: one thread a model call, and the model worker runs one call per core side by side
-# (ui/scheduler.py): less CPU a clip than one call on every core, and twice the clips under load (docs/serving.md)
+# (ui/scheduler.py): less CPU a clip than one call on every core, and shorter waits under load (docs/serving.md)
 os.environ.setdefault("SER_ONNX_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent

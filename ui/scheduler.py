@@ -7,7 +7,7 @@ core for one). So request threads hand their clips to the workers and wait for t
   then goes to the back of the line, so a short clip waits for at most one slice of it;
 - a model says how many of its calls may run at once (`parallel_calls`, default 1: a call uses
   every core). onnxruntime with one thread a call (app.py) runs one call per core: on 2 shared
-  cores that served twice the clips of one call on two threads, for less CPU a clip
+  cores that cost less CPU a clip than one call on two threads and shortened waits under load
   (docs/serving.md). The workers never run more calls than the machine has cores' worth of;
 - short jobs waiting for a model that takes one call at a time are scored together in one batch
   (fewer, fuller matrix products than one call per clip), if padding a clip in a batch leaves its
