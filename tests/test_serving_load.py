@@ -6,7 +6,6 @@ batched into one call, their padding masked. Real EmoDB clips of several lengths
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,6 +36,7 @@ def _ask(predict, path: Path) -> dict[str, float]:
 
 @pytest.mark.parametrize("runtime", ["onnx", "torch"])
 def test_twenty_requests_at_once_get_their_answers_alone(runtime, monkeypatch):
+    from onnx_recognizer import usable_cores
     from ui import callbacks
 
     monkeypatch.setenv("SER_ONNX_THREADS", "1")  # as app.py serves: one thread a call, a call per core
@@ -58,4 +58,4 @@ def test_twenty_requests_at_once_get_their_answers_alone(runtime, monkeypatch):
     if runtime == "torch":  # waiting requests were batched: fewer calls than requests
         assert made < CLIENTS
     else:  # one request a call, two side by side on 2 cores
-        assert made == CLIENTS and scorer.parallel_calls == len(os.sched_getaffinity(0))
+        assert made == CLIENTS and scorer.parallel_calls == usable_cores()

@@ -56,7 +56,8 @@ class Scheduler:
     def __init__(self, slice_seconds: float = 8.0, max_batch: int = 8, cores: int | None = None):
         self.slice_seconds = slice_seconds
         self.max_batch = max_batch
-        self.cores = cores or len(os.sched_getaffinity(0))  # the calls' budget: a call costs cores / parallel_calls
+        # the calls' budget: a call costs cores / parallel_calls (as onnx_recognizer.usable_cores, without its imports)
+        self.cores = cores or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
         self._jobs: deque[_Job] = deque()
         self._exact: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # recognizer -> pads exactly
         self._ready = threading.Condition()
