@@ -22,6 +22,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # torch's OpenMP threads spin while idle by default; on a busy CPU that made a request 3-7x slower
 # (measured with benchmark/latency.py on 2 shared cores). Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# onnxruntime: one thread a model call, and the model worker runs one call per core side by side
+# (ui/scheduler.py): less CPU a clip than one call on every core, and shorter waits under load (docs/serving.md)
+os.environ.setdefault("SER_ONNX_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent
 CONCURRENT_REQUESTS = 8  # requests decoding or waiting for the model at once (see main)
@@ -51,7 +54,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "it exports to ONNX (once, cached in $SER_CACHE/onnx; the calibration to the user's voice "
                              "works there too), PyTorch for the others, which share one encoder in memory; torch: always PyTorch; onnx: always onnxruntime (a checkpoint that does "
                              "not export fails to load)")
+    parser.add_argument("--queue_updates", default="1",
+                        help="seconds between the queue-position messages sent to waiting pages (default 1); auto: "
+                             "Gradio's default, to every waiting page after every finished request (with N waiting, "
+                             "N messages a request)")
     args = parser.parse_args(argv)
+    if args.queue_updates != "auto":
+        try:
+            args.queue_updates = float(args.queue_updates)
+        except ValueError:
+            parser.error(f"--queue_updates {args.queue_updates!r}: a number of seconds, or auto")
     if args.port is None:  # the flag wins over the environment, as with Gradio's own launch()
         port = os.environ.get("GRADIO_SERVER_PORT") or "7860"
         if not port.isdigit():
@@ -90,10 +102,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         print(f"warning: no loadable checkpoint in {store.root}; the page will say so", file=sys.stderr)
     demo = build(store, args.max_seconds)
-    # Requests decode and check their audio side by side, then queue their model calls on one worker
-    # that serves them in turns (ui/scheduler.py): a long recording no longer holds up everyone else.
+    # Requests decode and check their audio side by side, then queue their model calls on the model workers,
+    # which serve them in turns (ui/scheduler.py): a long recording no longer holds up everyone else.
     # The limit bounds the audio held in memory at once; further requests wait in Gradio's queue.
-    demo.queue(default_concurrency_limit=CONCURRENT_REQUESTS).launch(
+    demo.queue(default_concurrency_limit=CONCURRENT_REQUESTS, status_update_rate=args.queue_updates).launch(
         server_name=args.host, server_port=args.port, max_file_size=int(args.max_upload_mb * 1e6),
         footer_links=["api"])
 

@@ -2,6 +2,8 @@
 
     python scripts/load_test.py                         # starts app.py (checkpoints/) on a free port
     python scripts/load_test.py --url http://127.0.0.1:7860/ --burst 50 --long_minutes 10 --shorts 20
+    python scripts/load_test.py clients                 # 1, 10, 50, 200 clients at once: benchmark/results/load_test.json
+    python scripts/load_test.py clients --levels 1 10 --output /tmp/load.json
 
 Three figures, each client in its own gradio_client session (as separate browsers are):
   alone   a short clip with nobody else on the server (the floor for the others);
@@ -12,6 +14,10 @@ are real EmoDB recordings (1.5-4 s); the long one is EmoDB speech, one utterance
 Aims on 2 cores (issue 14): long p95 <= 1 s, burst p95 <= 3 s. The clients run on the same machine
 as the app and take some of its CPU; the load average before the run is printed alongside.
 Everything is bounded: each request has `--timeout` seconds, and the run stops after its clips.
+
+`clients` (scripts/load_clients.py) sends real 4.5-6 s clips from N clients at the same moment for
+each N of `--levels`, checks every answer against the same clip asked alone, and writes p50/p95,
+CPU-seconds a request and the app's peak memory to a results JSON (docs/serving.md reads it).
 """
 from __future__ import annotations
 
@@ -57,14 +63,16 @@ def write_long(path: Path, minutes: float) -> Path:
     return path
 
 
-def start_app(checkpoints: str, log: Path) -> tuple[subprocess.Popen, str]:
+def start_app(checkpoints: str, log: Path, flags: list[str] | None = None,
+              env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """Start app.py on a free localhost port; return (process, URL) once it answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with open(log, "w") as handle:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--checkpoints", checkpoints, "--port", str(port)],
-                                stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--checkpoints", checkpoints, "--port", str(port),
+                                 *(flags or [])],
+                                stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -189,6 +197,12 @@ def _errors(answers) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["clients"]:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from load_clients import main as clients
+
+        return clients(argv[1:])
     summary, details = __doc__.split("\n\n", 1)
     parser = argparse.ArgumentParser(description=summary, epilog=details,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -39,6 +39,11 @@ class Window:
         return self.probs is not None
 
 
+def usable_cores() -> int:
+    """Return the CPU cores this process may run on (all of the machine's where the OS cannot say)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def weights_digest(checkpoint: Path) -> str:
     """Return the digest of a checkpoint folder's config and weights (export.weights_digest, without torch)."""
     digest = hashlib.sha256()
@@ -132,6 +137,7 @@ class OnnxRecognizer:
     """An exported classifier in onnxruntime that turns 16 kHz audio into emotion probabilities."""
 
     def __init__(self, model: str | Path, batch_size: int = 8, threads: int | None = None):
+        """`threads`: onnxruntime's threads a call (default $SER_ONNX_THREADS, else every core)."""
         import onnxruntime
 
         path = Path(model)
@@ -142,9 +148,15 @@ class OnnxRecognizer:
             folder, path = path, cached_export(path)
         elif not path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file or checkpoint folder")
+        threads = threads or int(os.environ.get("SER_ONNX_THREADS") or 0) or None  # app.py: 1 (one call per core)
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # threads that spin while waiting for work burnt about 50 % more CPU a clip on 2 shared cores (docs/serving.md)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        # a session runs calls from several threads at once: with one thread a call, one call per core
+        self.parallel_calls = max(1, usable_cores() // threads) if threads else 1
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         if "labels" not in meta:

@@ -299,6 +299,11 @@ class OnnxScorer(Scorer):
         self.runtime = OnnxRecognizer(checkpoint, batch_size=batch_size, threads=threads)
         self.labels, self.window_seconds, self.batch_size = self.runtime.labels, self.runtime.window_seconds, batch_size
 
+    @property
+    def parallel_calls(self) -> int:
+        """How many calls may run at once without slowing each other (one per core with one thread a call)."""
+        return self.runtime.parallel_calls
+
     def probabilities(self, clips: list[np.ndarray]) -> np.ndarray:
         return self.runtime.probabilities(clips)
 

@@ -91,3 +91,38 @@ def test_a_model_error_reaches_its_caller_and_the_worker_goes_on():
     model.probabilities = lambda clips: np.zeros((1, 2), np.float32)  # one row for any batch: an error, not a mix-up
     with pytest.raises(RuntimeError, match="1 rows of probabilities for 2 clips"):
         scheduler.probabilities(model, [clip(15), clip(16)])
+
+
+class SideBySide(StandIn):
+    """A stand-in that may run `parallel_calls` calls at once; records how many ran at the same time."""
+
+    def __init__(self, parallel_calls: int, seconds_per_clip: float = 0.02):
+        super().__init__(seconds_per_clip=seconds_per_clip)
+        self.parallel_calls, self.running, self.most = parallel_calls, 0, 0
+
+    def probabilities(self, clips):
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return super().probabilities(clips)
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_a_model_that_runs_calls_side_by_side_gets_one_per_core_and_one_job_a_call():
+    side, whole, scheduler = SideBySide(parallel_calls=2), SideBySide(parallel_calls=1), Scheduler(cores=2)
+    overlap = []
+
+    def ask(i):
+        return scheduler.probabilities(whole if i % 5 == 4 else side, [clip(i)])
+
+    original = whole.probabilities  # a call on every core never shares the machine: seen on entry
+    whole.probabilities = lambda clips: (overlap.append(side.running), original(clips))[1]
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(ask, range(20)))
+    assert [a.tolist() for a in answers] == [[[i, 2 * RATE]] for i in range(20)]
+    assert side.most == 2 and whole.most == 1
+    assert all(len(call) == 1 for call in side.calls)  # one job a call for a model that runs calls side by side
+    assert overlap and not any(overlap)  # when the whole-machine model started, nothing else ran

@@ -33,6 +33,10 @@ class Embedder:
         self.recognizer = recognizer
         self.labels = recognizer.labels
 
+    @property
+    def parallel_calls(self) -> int:  # the scheduler runs as many of its calls at once as of the recognizer's
+        return getattr(self.recognizer, "parallel_calls", 1)
+
     def probabilities(self, clips: list[np.ndarray]) -> np.ndarray:
         return self.recognizer.probabilities_and_embeddings(clips)[1]
 
