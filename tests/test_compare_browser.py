@@ -21,19 +21,22 @@ CHECKPOINTS = ROOT / "checkpoints"
 
 
 @pytest.fixture(scope="module")
-def page():
+def url():
     require(CHROMIUM.exists(), f"{CHROMIUM} not found (apt-get install chromium)")
     proc, url, _ = start_app(CHECKPOINTS, timeout=300)  # a first start exports the default to ONNX (cached)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 1600})
-            page.goto(url)
-            page.wait_for_selector("#model-choice input", timeout=WAIT_MS)
-            yield page
-            browser.close()
-    finally:
-        stop_app(proc)
+    yield url
+    stop_app(proc)
+
+
+@pytest.fixture(scope="module")
+def page(url):
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.goto(url)
+        page.wait_for_selector("#model-choice input", timeout=WAIT_MS)
+        yield page
+        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +127,14 @@ def test_compare_without_audio_gets_the_main_refusal(page):
     page.click("#compare")
     page.get_by_text("No audio yet").first.wait_for(timeout=WAIT_MS)
     assert page.locator("#compare-table").is_hidden() and "Traceback" not in page.inner_text("body")
+
+
+def test_compare_through_the_api(url, store):
+    from gradio_client import Client, handle_file
+
+    note, table, *_ = Client(url, verbose=False).predict(handle_file(str(recording("03a01Wa.wav"))), store.default,
+                                                          api_name="/compare")
+    table = table["value"]  # an update that shows the table, as /predict's timeline
+    assert table["headers"] == ["model", "top emotion", "probability", "unsure", "judged"]
+    assert [row[0] for row in table["data"]] == [name for _, name in store.choices()]
+    assert f"{len(store.checkpoints)} models" in note

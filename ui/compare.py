@@ -229,13 +229,19 @@ def bars(analyses: list[Analysis]):
     return figure
 
 
-def note(analyses: list[Analysis], scored: list[list[str]], seconds: float, elapsed: float) -> str:
-    """Return the Markdown line above the comparison: how many models, which shared one encoder pass, the time."""
+RUNTIMES = {"onnx": "onnxruntime", "torch": "PyTorch"}
+
+
+def note(analyses: list[Analysis], scored: list[list[str]], seconds: float, elapsed: float,
+         runtimes: dict[str, str] | None = None) -> str:
+    """Return the Markdown line above the comparison: how many models, which shared one encoder pass, the time.
+    `runtimes` ({model: runtime_name}) says what ran each model scored on its own."""
     shared = [g for g in scored if len(g) > 1]
-    alone = [g[0] for g in scored if len(g) == 1]
     parts = [f"{len(g)} models shared one pass of their encoder" for g in shared]
-    if alone:
-        parts.append(f"{', '.join(f'`{n}`' for n in alone)} ran on {'its' if len(alone) == 1 else 'their'} own")
+    for group in scored:
+        if len(group) == 1:
+            runtime = RUNTIMES.get((runtimes or {}).get(group[0], ""), "")
+            parts.append(f"`{group[0]}` ran on its own" + (f" ({runtime})" if runtime else ""))
     agree = len({a.top for a in analyses}) == 1 and len(analyses) > 1
     verdict = f" · all say **{analyses[0].top}**" if agree else ""
     return (f"**{len(analyses)} models** on {seconds:.1f} s of audio{verdict} · {' · '.join(parts)} · "
@@ -258,10 +264,36 @@ def compare_models(value, model_name: str | None, voice: Voice | None, store: Mo
     if not analyses:
         raise UserError("No model could score this recording: " + " ".join(failed.values()))
     elapsed = time.perf_counter() - start
-    return (note(analyses, scored, analyses[0].seconds, elapsed),
+    runtimes = {name: getattr(store.get(name), "runtime_name", "") for group in scored for name in group}
+    return (note(analyses, scored, analyses[0].seconds, elapsed, runtimes),
             gr.update(value=table(analyses, failed), visible=True),
             gr.update(value=bars(analyses), visible=True),
             voice, callbacks.voice_note(store, model_name, voice), callbacks.history_frame(store, model_name, voice))
+
+
+def compare_endpoint(store: ModelStore, max_seconds: float = callbacks.DEFAULT_MAX_SECONDS):
+    """Return compare_models() bound to `store` as a function of its own: its name and docstring are the /compare
+    API docs."""
+    def compare_all_models(audio, model, voice=None, progress=gr.Progress()):
+        """Score a speech recording with every model at once: each model's top emotion side by side.
+
+        Models that share one frozen encoder run it once for all of them. The audio is refused with the same
+        messages as /predict.
+
+        Args:
+            audio: the recording (wav, flac, mp3, ogg, webm, m4a; any sample rate)
+            model: the model chosen on the page (its calibration note and history are returned)
+            voice: the page session's calibration to the user's voice (a state: API calls start without one)
+        Returns:
+            note: one line of Markdown (how many models, which shared the encoder, time to compare)
+            table: one row per model: model, top emotion, its probability, unsure, judged alone or adapted
+            bars: every model's probability of every emotion, grouped by emotion (an image)
+            calibration: one line on the calibration to the user's voice, for `model`
+            history: this session's recordings for `model`
+        """
+        return compare_models(audio, model, voice, store, max_seconds, progress)
+
+    return compare_all_models
 
 
 def cleared() -> tuple:

@@ -101,7 +101,7 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
         audio.stop_recording(predict, scored, judged, api_visibility="private")
         audio.clear(callbacks.cleared, None, results, api_visibility="private")
         compared = [compare_note, compare_table, compare_bars]
-        compare_all.click(partial(compare.compare_models, store=store, max_seconds=max_seconds), [audio, model, voice],
+        compare_all.click(compare.compare_endpoint(store, max_seconds), [audio, model, voice],
                           [*compared, voice, voice_note, history], api_name="compare")
         audio.change(compare.cleared, None, compared, api_visibility="private")  # a new recording: not compared yet
         # a live microphone holds a slot of its own group for as long as it streams (time_limit)
