@@ -111,7 +111,8 @@ def shared_heads(recognizers: list) -> SharedHeads:
 
 
 def compare(value, store: ModelStore, max_seconds: float = callbacks.DEFAULT_MAX_SECONDS, voice: Voice | None = None,
-            progress: Callable[[int, int], None] | None = None) -> tuple[list[Analysis], dict[str, str], list[list[str]]]:
+            progress: Callable[[int, int], None] | None = None
+            ) -> tuple[list[Analysis], dict[str, str], list[list[str]]]:
     """Return (every model's Analysis of the audio `value`, {model: why it could not be loaded}, the groups scored).
 
     The audio is refused as the main view refuses it (callbacks.read_audio, check_speech); a model that does not load
