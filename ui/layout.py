@@ -5,7 +5,7 @@ from functools import partial
 
 import gradio as gr
 
-from ui import callbacks, live
+from ui import callbacks, compare, live
 from ui.callbacks import DEFAULT_MAX_SECONDS, LONG_AUDIO_S
 from ui.model_store import ModelStore
 from ui.voice import Voice
@@ -54,6 +54,7 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
                 audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Speech",
                                  elem_id="audio-input")
                 analyse = gr.Button("Analyse", variant="primary", elem_id="analyse")
+                compare_all = gr.Button("Compare all models on this recording", elem_id="compare")
                 # not inside a gr.Tab: a streaming Audio mounted in a hidden tab ignores stream_every (gradio 6.31)
                 microphone = gr.Audio(sources=["microphone"], streaming=True, type="filepath",
                                       label=LIVE_LABEL.format(every=live.LIVE_EVERY_S, window=live.LIVE_WINDOW_S),
@@ -80,6 +81,10 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
                              elem_id="windows")
         history = gr.Dataframe(label="Your recordings in this page: each re-judged with the others as the page "
                                      "learns your voice", visible=False, interactive=False, elem_id="history")
+        compare_note = gr.Markdown(elem_id="compare-note")
+        compare_table = gr.Dataframe(label="Every model's answer to this recording", visible=False, interactive=False,
+                                     elem_id="compare-table")
+        compare_bars = gr.Plot(label="Every model's probabilities", visible=False, elem_id="compare-bars")
         with gr.Accordion("About this model", open=False, elem_id="about-model"):
             with gr.Row():
                 info = gr.Markdown(description, elem_id="model-info")
@@ -95,6 +100,10 @@ def build(store: ModelStore, max_seconds: float = DEFAULT_MAX_SECONDS) -> gr.Blo
         audio.upload(predict, scored, judged, api_visibility="private")
         audio.stop_recording(predict, scored, judged, api_visibility="private")
         audio.clear(callbacks.cleared, None, results, api_visibility="private")
+        compared = [compare_note, compare_table, compare_bars]
+        compare_all.click(compare.compare_endpoint(store, max_seconds), [audio, model, voice],
+                          [*compared, voice, voice_note, history], api_name="compare")
+        audio.change(compare.cleared, None, compared, api_visibility="private")  # a new recording: not compared yet
         # a live microphone holds a slot of its own group for as long as it streams (time_limit)
         microphone.start_recording(live.started, None, [live_state, *results], show_progress="hidden",
                                    api_visibility="private")
