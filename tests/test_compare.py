@@ -22,7 +22,7 @@ CLIPS = ["03a01Wa.wav", "03a01Nc.wav", "03a02Ta.wav"]  # speaker 03: angry, neut
 
 def app_loader(default: str):
     """The app's loader on --runtime auto (app.py): the default in onnxruntime, the other heads in PyTorch."""
-    from infer import load_scorer
+    from serving.recognizer import load_scorer
 
     def load(folder: Path):
         config = json.loads((Path(folder) / "config.json").read_text())
@@ -133,7 +133,8 @@ def test_page_outputs(store):
                                                                               Voice(), store)
     frame = table["value"]
     assert isinstance(frame, pd.DataFrame) and list(frame.columns) == compare.COLUMNS
-    assert list(frame["model"]) == [name for _, name in store.choices()]
+    served = [name + (" (int8)" if store.get(name).precision == "int8" else "") for _, name in store.choices()]
+    assert list(frame["model"]) == served  # a model its int8 graph serves (--precision auto) says so
     assert set(frame["judged"]) == {"alone"}  # the first recording of the page
     assert f"**{len(frame)} models**" in note and "shared one pass" in note
     assert len(figure["value"].axes[0].patches) == sum(len(store.info(n).labels) for n in store.checkpoints)

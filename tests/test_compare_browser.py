@@ -83,23 +83,25 @@ def shown_probabilities(page) -> dict[str, float]:
 
 def test_compare_shows_every_models_own_answer(page, store, tmp_path):
     from data_process import load_audio
-    from infer import Recognizer
+    from serving.recognizer import Recognizer
 
     names = [name for _, name in store.choices()]
     clip = recording("03a01Wa.wav")
     note = analyse(page, clip, tmp_path)
     rows = compare_rows(page, len(names))
-    assert [r[0] for r in rows] == names  # the dropdown's order, the default first
+    assert [r[0].removesuffix(" (int8)") for r in rows] == names  # the dropdown's order, the default first
     assert all(r[4] == "alone" for r in rows) and "judged alone" in note  # the page's first recording
     compare_note = page.inner_text("#compare-note")
     assert f"{len(names)} models" in compare_note and f"{len(names) - 1} models shared one pass" in compare_note
     page.wait_for_selector("#compare-bars img", timeout=WAIT_MS)  # the grouped bar chart (its renderer loads late)
     # each row is the model's own answer, computed outside the app (PyTorch; the app's default runs in onnxruntime)
     audio = load_audio(clip)
-    for name, shown_top, shown_p, unsure, _ in rows:
+    for shown_name, shown_top, shown_p, unsure, _ in rows:
+        name = shown_name.removesuffix(" (int8)")  # served by its int8 graph (--precision auto): measured drift
         expected = Recognizer(CHECKPOINTS / name, device="cpu").predict(audio).probabilities
         top = max(expected, key=expected.get)
-        assert shown_top == top and abs(float(shown_p) - expected[top]) < 1.5e-3, name
+        tolerance = 1.5e-3 if name == shown_name else 0.03
+        assert shown_top == top and abs(float(shown_p) - expected[top]) < tolerance, shown_name
         assert unsure in ("no", "not measured") or unsure.startswith("unsure"), unsure
     # the default's row is what the main view shows
     main = shown_probabilities(page)
@@ -119,7 +121,7 @@ def test_compare_judges_adapted_where_the_main_view_does(page, store, tmp_path):
     rows = compare_rows(page, len(names))
     adapting = {n for n in names if store.info(n).config.get("embedding_norm", "none") != "none"}
     assert adapting and "adapted to your voice" in note
-    assert {r[0]: r[4] for r in rows} == {n: "adapted to your voice" if n in adapting else "alone" for n in names}
+    assert {r[0].removesuffix(" (int8)"): r[4] for r in rows} == {n: "adapted to your voice" if n in adapting else "alone" for n in names}
 
 
 def test_compare_without_audio_gets_the_main_refusal(page):
@@ -136,5 +138,5 @@ def test_compare_through_the_api(url, store):
                                                           api_name="/compare")
     table = table["value"]  # an update that shows the table, as /predict's timeline
     assert table["headers"] == ["model", "top emotion", "probability", "unsure", "judged"]
-    assert [row[0] for row in table["data"]] == [name for _, name in store.choices()]
+    assert [row[0].removesuffix(" (int8)") for row in table["data"]] == [name for _, name in store.choices()]
     assert f"{len(store.checkpoints)} models" in note

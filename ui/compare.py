@@ -18,9 +18,9 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from calibration import unsure_below
+from adaptation.calibration import unsure_below
 from data_process import SAMPLE_RATE
-from infer import Window
+from serving.recognizer import Window
 from models.waveform import speech_parts
 from ui import callbacks, voice as my_voice
 from ui.callbacks import LONG_AUDIO_S, TIMELINE_HOP_S, TIMELINE_WINDOW_S, Analysis, UserError
