@@ -171,7 +171,8 @@ def generalization_section(cells: dict, systems: dict, protocol: str = "loco") -
         lines += ["", "### Calibration (expected calibration error, 15 bins)", "",
                   "Before: the model's own probabilities. After: divided by a temperature fit on the *other* left-out "
                   "corpora's predictions (so no corpus grades its own temperature). The shipped temperature is fit on "
-                  "all five. Reliability diagrams: `reliability_fold_NN.png` in each cell's folder.", "",
+                  "all five. Reliability diagrams: `reliability_fold_NN.png` in each cell's run folder (`runs/bench`, "
+                  "not committed).", "",
                   "| system | " + " | ".join(names) + " | all | temperature |", "|---|" + "---|" * (len(names) + 2)]
         for s, cal in calibrated.items():
             folds = {corpus_of(r): f for r, f in zip(ran[s]["reports"], cal["folds"].values())}
