@@ -152,7 +152,7 @@ def generalization_section(cells: dict, systems: dict, protocol: str = "loco") -
              "out: *Which emotions* below).", "",
              "| system | what | " + " | ".join(names) + " | mean | vs previous default |", "|---|---|" + "---|" * (len(names) + 2)]
     for s, cell in ran.items():
-        lines.append(f"| `{s}` | {systems[s].title} | " + " | ".join(row(by_left_out(cell["reports"]), base)) + " |")
+        lines.append(f"| `{s}` | {systems[s].title} | " + " | ".join(row(by_left_out(cell["reports"]), base or {})) + " |")
     modes = {s: c for s, c in ran.items() if any("normalization" in r for r in c["reports"])}
     if modes:
         lines += ["", "### With the statistics of several clips", "",

@@ -425,7 +425,7 @@ def aims_section(cells, speed: dict) -> list[str]:
                                 f"on the clip's own length and the head (see *Speed and scale*).{floor} {CAUSES['rtf']}"))
     else:
         lines.append(f"| {what} | not measured | – |")
-    lines += ["", "References on this machine: issue 4's plain frozen Whisper-base (all layers mean-pooled, logistic "
+    lines += ["", "References on this machine (quoted from issue 4, not figures of this record): issue 4's plain frozen Whisper-base (all layers mean-pooled, logistic "
               "regression) gave EmoDB LOSO UA 0.934 and RAVDESS 1-20 UA 0.737, and its eGeMAPSv02 + RBF SVM 0.650 "
               "and 0.474 on the same folds; `benchmark/baselines.py` alone gave eGeMAPS + SVM 0.631 mean over folds (0.650 "
               "pooled) on EmoDB LOSO and 0.464 on RAVDESS 5 folds: the `egemaps_svm` row should land there.", ""]
