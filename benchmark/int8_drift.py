@@ -40,7 +40,7 @@ _L = r"model\.backbone\.encoder\.layers\."
 
 def groups() -> dict:
     """Return the sensitivity variants: name -> quantize.Recipe (dynamic, per channel)."""
-    from quantize import _LINEAR, Recipe
+    from serving.quantize import _LINEAR, Recipe
 
     kinds = {"qkv": r"self_attn\.(q|k|v)_proj", "out_proj": r"self_attn\.out_proj", "fc1": "fc1", "fc2": "fc2"}
     found = {"all": Recipe(_LINEAR, "every linear layer")}
@@ -64,7 +64,7 @@ def reference(checkpoint: Path, clips: int, part: int = 0):
     """Return quantize.Reference for the checkpoint, from runs/int8/ when float32 was already run on these weights."""
     from data_process import load_audio
     from serving.onnx_recognizer import cached_export
-    from quantize import Reference, graph_digest
+    from serving.quantize import Reference, graph_digest
 
     fp32 = cached_export(checkpoint)
     path = CACHE / f"reference-{checkpoint.name}-{graph_digest(fp32)}-{clips}{'-part1' if part else ''}.pkl"

@@ -83,13 +83,10 @@ def row(values: dict[str, float], baseline: dict[str, float] | None = None) -> l
     return cells
 
 
-def users_lines(results, systems: list[str]) -> list[str]:
-    """Return the table of simulated app users (benchmark.users) of every system that has one."""
-    import json
-
-    if results is None:
-        return []
-    found = {s: json.loads(p.read_text()) for s in systems if (p := results / s / "loco" / "users.json").is_file()}
+def users_lines(cells: dict) -> list[str]:
+    """Return the table of simulated app users (benchmark.users, kept in the record's LOCO cell) of every system
+    `cells` ({system: cell state}) has one for."""
+    found = {s: c["users"] for s, c in cells.items() if c.get("users")}
     if not found:
         return []
     lines = ["", "### One person, one microphone: calibrating in the app", "",
@@ -119,12 +116,10 @@ def predictions(cell) -> dict[str, tuple[str, str, str]]:
     return out
 
 
-def label_set_lines(results, systems: list[str]) -> list[str]:
-    """Return the table comparing calm merged into neutral (loco) with calm left out (loco_six) on the same clips."""
-    from sklearn.metrics import recall_score
-
-    pairs = [s for s in systems if results is not None and all(
-        (results / s / p / "metrics.json").is_file() for p in ("loco", "loco_six"))]
+def label_set_lines(six: dict) -> list[str]:
+    """Return the table comparing calm merged into neutral (loco) with calm left out (loco_six) on the same clips, from
+    the figures benchmark/record.py computed into each system's loco_six cell (`six`: {system: cell state})."""
+    pairs = {s: c["label_set"] for s, c in six.items() if c.get("label_set")}
     if not pairs:
         return []
     lines = ["", "### Which emotions", "",
@@ -133,22 +128,13 @@ def label_set_lines(results, systems: list[str]) -> list[str]:
              "keeps its clips; leaving it out keeps neutral as the other corpora record it. Both trained on the same "
              "folds, judged on the clips both tested (every clip but RAVDESS calm), each clip alone:", "",
              "| system | calm | " + " | ".join(LOCO_CORPORA) + " | mean |", "|---|---|" + "---|" * 6]
-    for s in pairs:
-        merged, left_out = (predictions(results / s / p) for p in ("loco", "loco_six"))
-        common = merged.keys() & left_out.keys()
-        for text, found in (("merged into neutral", merged), ("left out", left_out)):
-            values = {}
-            for corpus in LOCO_CORPORA:
-                clips = [found[c] for c in common if found[c][0] == corpus]
-                if clips:
-                    truth = [c[1] for c in clips]
-                    values[corpus] = recall_score(truth, [c[2] for c in clips], labels=sorted(set(truth)),
-                                                  average="macro", zero_division=0)
+    for s, pair in pairs.items():
+        for text, values in pair.items():
             lines.append(f"| `{s}` | {text} | " + " | ".join(row(values)) + " |")
     return lines
 
 
-def generalization_section(cells: dict, systems: dict, protocol: str = "loco", results=None) -> list[str]:
+def generalization_section(cells: dict, systems: dict, protocol: str = "loco") -> list[str]:
     """Return the document's leave-one-corpus-out section from the cells of `protocol`."""
     ran = {s: c for (s, p), c in cells.items() if p == protocol and c["reports"]}
     if not ran:
@@ -166,7 +152,7 @@ def generalization_section(cells: dict, systems: dict, protocol: str = "loco", r
              "out: *Which emotions* below).", "",
              "| system | what | " + " | ".join(names) + " | mean | vs previous default |", "|---|---|" + "---|" * (len(names) + 2)]
     for s, cell in ran.items():
-        lines.append(f"| `{s}` | {systems[s].title} | " + " | ".join(row(by_left_out(cell["reports"]), base)) + " |")
+        lines.append(f"| `{s}` | {systems[s].title} | " + " | ".join(row(by_left_out(cell["reports"]), base or {})) + " |")
     modes = {s: c for s, c in ran.items() if any("normalization" in r for r in c["reports"])}
     if modes:
         lines += ["", "### With the statistics of several clips", "",
@@ -178,14 +164,15 @@ def generalization_section(cells: dict, systems: dict, protocol: str = "loco", r
         for s, cell in modes.items():
             for mode, text in (("none", "each clip alone"), ("speaker", "per test speaker"), ("corpus", "per corpus")):
                 lines.append(f"| `{s}` | {text} | " + " | ".join(row(by_left_out(cell["reports"], mode=mode))) + " |")
-    lines += users_lines(results, list(ran))
-    lines += label_set_lines(results, list(ran))
+    lines += users_lines(ran)
+    lines += label_set_lines({s: c for (s, p), c in cells.items() if p == "loco_six" and s in ran})
     calibrated = {s: c["calibration"] for s, c in ran.items() if c.get("calibration")}
     if calibrated:
         lines += ["", "### Calibration (expected calibration error, 15 bins)", "",
                   "Before: the model's own probabilities. After: divided by a temperature fit on the *other* left-out "
                   "corpora's predictions (so no corpus grades its own temperature). The shipped temperature is fit on "
-                  "all five. Reliability diagrams: `reliability_fold_NN.png` in each cell's folder.", "",
+                  "all five. Reliability diagrams: `reliability_fold_NN.png` in each cell's run folder (`runs/bench`, "
+                  "not committed).", "",
                   "| system | " + " | ".join(names) + " | all | temperature |", "|---|" + "---|" * (len(names) + 2)]
         for s, cal in calibrated.items():
             folds = {corpus_of(r): f for r, f in zip(ran[s]["reports"], cal["folds"].values())}

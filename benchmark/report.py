@@ -1,11 +1,12 @@
-"""The benchmark's document: writes docs/benchmarks.md (and its charts) from a results folder, nothing else.
+"""The benchmark's document: writes docs/benchmarks.md (and its charts) from the committed record, nothing else.
 
-    python -m benchmark.report                                  # runs/bench -> docs/benchmarks.md
-    python -m benchmark.report --results runs/bench-quick --quick   # a quick run's results -> RESULTS/benchmarks.md
+    python -m benchmark.report                                       # benchmark/results -> docs/benchmarks.md
+    python -m benchmark.report --record runs/bench-quick/record --quick  # a quick run's record -> its benchmarks.md
 
 benchmark.run calls it after every cell and benchmark.speed after measuring; run alone, it rewrites the
-document from whatever results exist (the accuracy cells, runs.json, speed.json), so editing the
-document's text never needs a benchmark run.
+document from the record (benchmark/record.py: one JSON per cell, runs.json, speed.json), so editing the
+document's text never needs a benchmark run. The document depends on the record alone (no date, no
+machine read at writing time): rebuilt from the same record it is the same, byte for byte.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.common import (PROTOCOLS, SPEED_BASELINE, SPEED_PARTS, SYSTEMS, all_systems, machine, now, paths,
-                              read_json, rel)
+from benchmark.common import PROTOCOLS, SPEED_BASELINE, SPEED_PARTS, SYSTEMS, all_systems, paths, read_json, rel
 from benchmark.loco import generalization_section
+from benchmark.record import QUICK_RECORD, RECORD, read_cells, write_text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,21 +63,18 @@ ADAPTATION_NOTE = ("The default recipe judged alone and adapted to the speaker, 
                    "users and the lexical-leakage check: [adaptation.md](adaptation.md), rebuilt by `python -m "
                    "benchmark.adaptation report` from the committed `benchmark/results/adaptation.json`.")
 
-def read_cell(cell: Path) -> dict:
-    """Return a cell's state: status, reason, fold reports (finished folds, even of an interrupted run), seconds."""
-    record = read_json(cell / "bench.json")
-    metrics = read_json(cell / "metrics.json")
-    folds = [read_json(f) for f in sorted(cell.glob("fold_*/metrics.json"))] or [metrics]  # single fold: the cell
-    reports = metrics.get("folds") if metrics.get("summary") else None
-    if reports is None:  # interrupted or running: the folds that finished
-        reports = [m["test"] for m in folds if m.get("test")]
-    seconds = record.get("seconds") or metrics.get("wall_seconds")  # the whole cell, encoder cache included
-    fold_seconds = sum(m.get("train_seconds") or 0 for m in folds)
+def read_cell(record: dict | None) -> dict:
+    """Return a cell's state from its committed JSON (benchmark/record.py; None: not run): status, reason, fold
+    reports, seconds."""
+    record = record or {}
+    labels = record.get("labels")
+    reports = [{**fold, "labels": labels} for fold in record.get("folds", [])]
     return {"record": record, "reports": reports, "n_expected": record.get("n_folds", len(reports)),
             "ua": float(np.mean([r["ua"] for r in reports])) if reports else None,  # mean over folds
-            "cpu_seconds": record.get("cpu_seconds"), "fold_seconds": fold_seconds,
-            "status": record.get("status", "done" if reports else "missing"), "seconds": seconds,
-            "quick": record.get("quick", False), "calibration": metrics.get("calibration")}
+            "cpu_seconds": record.get("cpu_seconds"), "fold_seconds": record.get("train_seconds") or 0,
+            "status": record.get("status", "missing"), "seconds": record.get("seconds"),
+            "quick": record.get("quick", False), "calibration": record.get("calibration"),
+            "users": record.get("users"), "label_set": record.get("label_set")}
 
 
 def summarize(reports: list[dict]) -> dict:
@@ -116,16 +114,17 @@ def commands_section(cells) -> list[str]:
     return lines + ["```", "", "</details>", ""]
 
 
-def chart(cells: dict, systems: list[str], protocols: list[str], path: Path) -> Path | None:
-    """Write a grouped bar chart of UA mean ± std (system bars per protocol) to `path`."""
+def chart(cells: dict, systems: list[str], protocols: list[str], path: Path, draw: bool = True) -> Path | None:
+    """Write a grouped bar chart of UA mean ± std (system bars per protocol) to `path` (unless not `draw`); return
+    `path`, or None where there is nothing to draw."""
+    shown = [s for s in systems if any(cells[s, p]["reports"] for p in protocols)]
+    if not shown or not draw:
+        return Path(path) if shown else None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [s for s in systems if any(cells[s, p]["reports"] for p in protocols)]
-    if not shown:
-        return None
     width = 0.8 / len(shown)
     fig, ax = plt.subplots(figsize=(max(7.0, 1.1 * len(protocols) * (1 + len(shown) / 4)), 4.2))
     colours = plt.get_cmap("tab20")
@@ -143,32 +142,45 @@ def chart(cells: dict, systems: list[str], protocols: list[str], path: Path) -> 
     ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax.set_title("Speaker-independent UA (hatched: baselines)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata={"Software": None})  # no matplotlib version: the same record, the same bytes
     plt.close(fig)
     return path
 
 
-def write_report(results: Path, doc: Path) -> Path:
-    """Write the Markdown document (and its bar chart) from whatever results exist under `results`."""
+def write_report(record: Path, doc: Path) -> Path:
+    """Write the Markdown document (and its charts) from the committed record `record`; return the document's path."""
+    write_text(doc, render(record, doc, draw=True))
+    for png in (doc.with_name(doc.stem + "_ua.png"), doc.with_name(doc.stem + "_speed.png")):
+        if png.exists() and f"({png.name})" not in doc.read_text():  # a chart of figures no longer in the record
+            png.unlink()
+    return doc
+
+
+def render(record: Path, doc: Path, draw: bool = False) -> str:
+    """Return the Markdown document from the record (its charts are written beside `doc` only when `draw`)."""
     systems = all_systems()
-    present = {p.parent.parent.name for pattern in ("*/*/bench.json", "*/*/metrics.json") for p in results.glob(pattern)}
+    found = read_cells(record)
+    present = {s for s, _ in found}
     shown = [s for s in systems if systems[s].default or s in present]
     protocols = list(PROTOCOLS)
-    cells = {(s, p): read_cell(results / s / p) for s in shown for p in protocols}
-    gpu = __import__("torch").cuda.is_available()
-    for (s, p), cell in cells.items():  # said before the benchmark ever reaches them
-        if systems[s].needs_gpu and not gpu and not cell["record"]:
-            cell["record"] = {"status": "skipped", "reason": "needs a GPU (none was lent to this task)"}
-    runs = read_json(results / "runs.json").get("runs", [])
+    cells = {(s, p): read_cell(found.get((s, p))) for s in shown for p in protocols}
+    for (s, p), cell in cells.items():  # said before the benchmark ever reaches them, whichever machine writes this
+        if systems[s].needs_gpu and not cell["record"]:
+            cell["record"] = {"status": "skipped", "reason": "needs a GPU (the record was made on CPU machines)"}
+    runs = read_json(Path(record) / "runs.json").get("runs", [])
+    speed = read_json(Path(record) / "speed.json")
     quick = any(c["quick"] for c in cells.values() if c["reports"])
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    png = chart(cells, shown, protocols, doc.with_name(doc.stem + "_ua.png"))
+    if draw:
+        doc.parent.mkdir(parents=True, exist_ok=True)
+    png = chart(cells, shown, protocols, doc.with_name(doc.stem + "_ua.png"), draw)
     lines = ["# Benchmarks: speaker-independent accuracy, speed and scale", "",
-             f"Generated by `benchmark/report.py` on {now()} from `{rel(results)}`; do not edit by hand: "
-             "`python -m benchmark.report` rewrites it from the results.", ""]
-    archived = sorted(doc.parent.glob(f"{doc.stem}_*.md"))  # earlier documents whose results folders are gone
+             f"Generated by `benchmark/report.py` from the record in `{rel(record)}` (one JSON per cell under "
+             "`cells/`, with the command, commit, machine load and fold figures; `runs.json`; `speed.json`); do not "
+             "edit by hand: `python -m benchmark.report` rewrites it, the same byte for byte from the same record. "
+             "Every figure below comes from a file of that record.", ""]
+    archived = sorted(doc.parent.glob(f"{doc.stem}_*.md"))  # earlier documents whose results were not recorded
     if archived:
-        lines += ["Earlier results, whose folders are no longer on this machine (cells not run again since show "
+        lines += ["Earlier results, made before results were recorded, by older code (cells not run again since show "
                   "\"not run yet\" here): " + ", ".join(f"[{a.stem}]({a.name})" for a in archived) + ".", ""]
     lines += [ADAPTATION_NOTE, ""]
     if quick:
@@ -191,14 +203,11 @@ def write_report(results: Path, doc: Path) -> Path:
     lines += ["", "ENC is the Whisper-base encoder (`../shared/models/whisper-base-encoder`). Frozen-encoder "
               "systems train their head on cached encoder outputs (`data/feature_cache.py`).", ""]
     lines += accuracy_section(cells, shown, protocols, png, doc)
-    lines += generalization_section(cells, systems, results=results)
+    lines += generalization_section(cells, systems)
     lines += commands_section(cells)
-    lines += aims_section(cells, results)
-    lines += speed_section(read_json(results / "speed.json"), doc.with_name(doc.stem + "_speed.png"))
-    doc.write_text("\n".join(lines) + "\n")
-    return doc
-
-
+    lines += aims_section(cells, speed)
+    lines += speed_section(speed, doc.with_name(doc.stem + "_speed.png"), draw)
+    return "\n".join(lines) + "\n"
 
 
 def reproduce_section(runs: list[dict]) -> list[str]:
@@ -206,9 +215,13 @@ def reproduce_section(runs: list[dict]) -> list[str]:
              "python -m benchmark.run              # all default systems x all protocols, then speed (resumable)",
              "python -m benchmark.run --systems egemaps_svm whisper_cat_mean --protocols emodb_loso   # a subset",
              "python -m benchmark.speed            # speed and scale only (uses checkpoints/)",
-             "python -m benchmark.report           # rewrite this document from runs/bench",
+             "python -m benchmark.report           # rewrite this document from the record (benchmark/results)",
+             "python -m benchmark.record           # re-export finished run folders of runs/bench into the record",
              "```", "",
-             "Cost on this 2-core machine when nothing else runs (2026-11-21): 2.5 to 9 minutes per frozen-Whisper "
+             "`benchmark.run` trains in `runs/bench/SYSTEM/PROTOCOL` (checkpoints, predictions: not committed) and, "
+             "as each cell finishes, writes its figures to `benchmark/results/cells/SYSTEM__PROTOCOL.json` "
+             "(committed) and rewrites this document from those files.", "",
+             "Cost on this 2-core machine when nothing else runs (2026-11-21, the archived record): 2.5 to 9 minutes per frozen-Whisper "
              "cell once the encoder outputs are cached (filling the cache for all of ../shared: about 0.06 s per "
              "clip, a few minutes), 14 minutes for `cnn1d_light` on EmoDB LOSO, seconds for the baselines once their "
              "features are cached. `whisper_ft_top2` took about 7 minutes per EmoDB fold and 13 per RAVDESS fold "
@@ -235,15 +248,16 @@ def load(run: dict) -> str:
 
 
 def machine_section(runs: list[dict]) -> list[str]:
-    m = runs[-1]["machine"] if runs else machine()
+    if not runs:
+        return ["## Machine", "", "No benchmark run is recorded yet.", ""]
+    m = runs[-1]["machine"]
     lines = ["## Machine", "",
              f"- CPU: {m['cpu']}, {m['usable_cores']} usable cores ({m['cores']} in the machine), "
              f"{m['memory_gib']} GiB memory",
-             f"- torch {m['torch']} ({m['torch_threads']} threads), transformers {m['transformers']}, "
+             f"- torch {m['torch']} ({m['torch_threads']} thread(s)), transformers {m['transformers']}, "
              f"Python {m['python']}, {m['os']}",
-             "- GPU: " + (m["gpu"] or "none. No GPU was lent to this task (the device tool had none for it), so the "
-                                      "GPU figures (full fine-tuning, bf16 throughput) are not measured"),
-             f"- load average {'when the last run started' if runs else 'now'}: "
+             "- GPU: " + (m["gpu"] or "none, so the GPU figures (full fine-tuning, bf16 throughput) are not measured"),
+             "- load average when the last run started: "
              f"{', '.join(f'{x:.1f}' for x in m['load_average'])}", ""]
     return lines
 
@@ -253,7 +267,7 @@ def accuracy_section(cells, shown, protocols, png, doc) -> list[str]:
              "Mean ± standard deviation over folds (each fold's figure is computed on its test speakers only). "
              "A cell that was not run says why; an interrupted one shows the folds that finished.", ""]
     if not any(c["reports"] for c in cells.values()):
-        lines += ["> No accuracy results yet in this results folder: `python -m benchmark.run` produces them (a long run on "
+        lines += ["> No accuracy results yet in this record: `python -m benchmark.run` produces them (a long run on "
                   "2 CPU cores; it resumes where it stopped, and this document fills in as cells finish).", ""]
     header = "| system | " + " | ".join(PROTOCOLS[p].title for p in protocols) + " |"
     rule = "|---|" + "---|" * len(protocols)
@@ -353,7 +367,7 @@ def top_confusions(reports: list[dict], k: int = 3) -> str:
                      if share[i, j] > 0)
 
 
-def aims_section(cells, results: Path) -> list[str]:
+def aims_section(cells, speed: dict) -> list[str]:
     """Return the table of issue 4's aims with verdicts, and for each aim not met what the results show."""
     lines = ["## Aims of issues 4 and 12", "", "| aim | measured | verdict |", "|---|---|---|"]
     short = []  # (aim, what the results show) of every aim not met
@@ -394,7 +408,6 @@ def aims_section(cells, results: Path) -> list[str]:
         if gap < 15:
             short.append((what, f"`{b[1]}` {b[0]:.3f} against {base_ua:.3f}; our largest confusions: "
                                 f"{top_confusions(cells[b[1], p]['reports'])}. {CAUSES.get(p, '') if p not in AIMS else ''}"))
-    speed = read_json(results / "speed.json")
     default = next((r for r in speed.get("rtf", []) if r.get("default")), None)
     what = "default model RTF ≤ 0.01 on 2 CPU cores"
     if default:
@@ -412,34 +425,36 @@ def aims_section(cells, results: Path) -> list[str]:
                                 f"on the clip's own length and the head (see *Speed and scale*).{floor} {CAUSES['rtf']}"))
     else:
         lines.append(f"| {what} | not measured | – |")
-    lines += ["", "References on this machine: issue 4's plain frozen Whisper-base (all layers mean-pooled, logistic "
+    lines += ["", "References on this machine (quoted from issue 4, not figures of this record): issue 4's plain frozen Whisper-base (all layers mean-pooled, logistic "
               "regression) gave EmoDB LOSO UA 0.934 and RAVDESS 1-20 UA 0.737, and its eGeMAPSv02 + RBF SVM 0.650 "
               "and 0.474 on the same folds; `benchmark/baselines.py` alone gave eGeMAPS + SVM 0.631 mean over folds (0.650 "
               "pooled) on EmoDB LOSO and 0.464 on RAVDESS 5 folds: the `egemaps_svm` row should land there.", ""]
     if short:
         lines += ["### Where we fall short", "", "What the results show for each aim not met (generated from the "
-                  "results; every cell's folder has per-fold confusion matrices and predictions.csv):", ""]
+                  "record, whose cell files hold every fold's confusion matrix). The figures quoted in the *Likely* "
+                  "hypotheses come from the archived record of 2026-11-22, not from this one.", ""]
         lines += [f"- **{what}**: {detail}" for what, detail in short]
         lines.append("")
     return lines
 
 
-def speed_section(speed: dict, png: Path) -> list[str]:
-    """Return the speed-and-scale part of the document, with its chart written to `png`."""
-    return speed_lines(speed, speed_chart(speed, png))
+def speed_section(speed: dict, png: Path, draw: bool = True) -> list[str]:
+    """Return the speed-and-scale part of the document, with its chart written to `png` (when `draw`)."""
+    return speed_lines(speed, speed_chart(speed, png, draw))
 
 
 # ---------------------------------------------------------------------------------------------
-# The speed section (figures measured by benchmark.speed, in RESULTS/speed.json)
+# The speed section (figures measured by benchmark.speed, in RECORD/speed.json)
 # ---------------------------------------------------------------------------------------------
 def _ratio(ours: float | None, base: float | None) -> str:
     return f"{ours / base:.2f}×" if ours and base else "–"
 
 
-def speed_chart(speed: dict, path: Path) -> Path | None:
-    """Write RTF per system and time / peak memory against clip length to `path`; return it (None without figures)."""
-    if not speed.get("rtf"):
-        return None
+def speed_chart(speed: dict, path: Path, draw: bool = True) -> Path | None:
+    """Write RTF per system and time / peak memory against clip length to `path` (when `draw`); return it (None
+    without figures)."""
+    if not speed.get("rtf") or not draw:
+        return Path(path) if speed.get("rtf") else None
     import matplotlib
 
     matplotlib.use("Agg")
@@ -469,7 +484,7 @@ def speed_chart(speed: dict, path: Path) -> Path | None:
             axis.legend(fontsize=7)
     fig.suptitle(f"Speed on this CPU ({speed['threads']} torch thread(s))", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
     return Path(path)
 
@@ -478,9 +493,10 @@ def speed_lines(speed: dict, png: Path | None = None) -> list[str]:
     """Return the Markdown of the speed-and-scale section from speed.json's figures (and its chart `png`)."""
     lines = ["## Speed and scale", ""]
     if not speed:
-        return lines + ["Not measured yet: run `python -m benchmark.speed` (or `python -m benchmark.run`, which runs it after "
-                        "the accuracy cells).", "", "## GPU", "", "No GPU was lent to this task: GPU figures and "
-                        "full fine-tuning throughput (bf16) are not measured.", ""]
+        return lines + ["Not measured in this record yet: `python -m benchmark.speed` measures it (`python -m "
+                        "benchmark.run` runs it after the accuracy cells) and writes `benchmark/results/speed.json`.",
+                        "", "## GPU", "", "Not measured in this record: GPU figures and full fine-tuning throughput "
+                        "(bf16) need a GPU.", ""]
     m = speed["machine"]
     stand_ins = [n for n, c in speed["checkpoints"].items() if c.get("stand_in")]
     commands = speed.get("commands") or [{"command": speed.get("command"), "parts": list(SPEED_PARTS),
@@ -603,18 +619,20 @@ def _mib(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    """Rewrite the document from the results folder; return its path."""
+    """Rewrite the document from the record; return its path."""
     parser = argparse.ArgumentParser(prog="python -m benchmark.report", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", help="results folder (default runs/bench; runs/bench-quick with --quick)")
+    parser.add_argument("--record", help="record folder: cells/*.json, runs.json, speed.json (default benchmark/results; "
+                                         "runs/bench-quick/record with --quick)")
     parser.add_argument("--doc", help="document to write; its charts go beside it (default docs/benchmarks.md; "
-                                      "RESULTS/benchmarks.md with --quick)")
+                                      "the quick results folder's benchmarks.md with --quick)")
     parser.add_argument("--quick", action="store_true", help="the defaults of a quick run (benchmark.run --quick)")
     args = parser.parse_args(argv)
-    results, doc = paths(args.results, args.doc, args.quick)
-    if not results.is_dir():
-        raise SystemExit(f"no results folder {results}: python -m benchmark.run writes one (or pass --results)")
-    path = write_report(results, doc)
+    results, doc = paths(None, args.doc, args.quick)
+    record = Path(args.record) if args.record else (results / QUICK_RECORD if args.quick else RECORD)
+    if not record.is_dir():
+        raise SystemExit(f"no record folder {record}: python -m benchmark.run writes one (or pass --record)")
+    path = write_report(record, doc)
     print(f"wrote {path}")
     return path
 

@@ -3,16 +3,19 @@
     python -m benchmark.run                  # every default system x every protocol, then speed; writes docs/benchmarks.md
     python -m benchmark.run --quick          # a few files per protocol, 1 epoch: checks the machinery in a few minutes
     python -m benchmark.run --systems egemaps_svm whisper_cat_mean --protocols emodb_loso
-    python -m benchmark.report               # only regenerate docs/benchmarks.md from the results folder
+    python -m benchmark.report               # only regenerate docs/benchmarks.md from the committed record
 
 Each system x protocol cell is a train.py run folder (or, for a baseline, a folder with the same
 metrics.json layout) under --results (default runs/bench/SYSTEM/PROTOCOL), so an interrupted
 benchmark continues where it stopped when started again with the same command: finished cells and
-finished folds are kept. Delete a cell's folder to run it again. After every cell the document is
-rewritten (benchmark.report) from whatever results exist; cells without results say why.
+finished folds are kept. Delete a cell's folder to run it again. Run folders are not committed: as
+each cell finishes, its figures go into the record (--record, default benchmark/results/cells/
+SYSTEM__PROTOCOL.json, committed; benchmark/record.py) and the document is rewritten from the record
+(benchmark.report); cells without a record say why.
 """
 from __future__ import annotations
 
+import datetime
 import gc
 import json
 import os
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from benchmark.common import (HUB_ENCODERS, PROTOCOLS, ROOT, SYSTEMS, WHISPER_BASE, Protocol, System, all_systems,
                               fold_speakers, machine, now, paths, prepare, read_json, write_json)
+from benchmark.record import QUICK_RECORD, RECORD, cell_path, export_cell
 from benchmark.report import write_report
 
 # --quick: tiny training that still goes through every step, on one system of each kind.
@@ -43,6 +47,9 @@ class RunArguments:
         "help": f"Protocols to run (default: all): {', '.join(PROTOCOLS)}."})
     results: str | None = field(default=None, metadata={
         "help": "Results folder, one sub-folder per system and protocol (default runs/bench; runs/bench-quick with --quick)."})
+    record: str | None = field(default=None, metadata={
+        "help": "Record folder: each finished cell's JSON goes to RECORD/cells/, the run log to RECORD/runs.json "
+                "(default benchmark/results, committed; RESULTS/record with --quick)."})
     doc: str | None = field(default=None, metadata={
         "help": "Markdown document to write; its bar chart goes beside it (default docs/benchmarks.md; "
                 "RESULTS/benchmarks.md with --quick, so a quick run never overwrites the real document)."})
@@ -64,6 +71,9 @@ class RunArguments:
     cache_dir: str | None = field(default=None, metadata={
         "help": "Encoder-output and baseline-feature cache (default $SER_CACHE or ~/.cache/ser)."})
     seed: int = field(default=0, metadata={"help": "Seed of the folds and of training (every system uses the same)."})
+    stop_at: str = field(default="", metadata={
+        "help": "Start no new cell after this time, HH:MM today or YYYY-MM-DDTHH:MM (a cell running then finishes), "
+                "for a run that has to end by a deadline; started again later, it goes on where it stopped."})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,37 +121,42 @@ def run_baseline(name: str, rows, folds, chosen: list[int], cell: Path, args: Ru
     return result
 
 
-def run_cell(system: System, protocol: Protocol, prepared, args: RunArguments, results: Path) -> str:
-    """Run one system on one protocol unless its results are complete; return done, kept, failed or skipped."""
+def run_cell(system: System, protocol: Protocol, prepared, args: RunArguments, results: Path, record: Path) -> str:
+    """Run one system on one protocol unless its results are complete, and write its figures into the record; return
+    done, kept, failed or skipped."""
     import torch
 
     rows, folds, data_flags = prepared
     cell = results / system.name / protocol.name
     chosen = list(range(min(2, len(folds)))) if args.quick else list(range(len(folds)))
     run_folds = "all" if len(chosen) == len(folds) else ",".join(map(str, chosen))
-    record = {"system": system.name, "protocol": protocol.name, "quick": args.quick, "n_folds": len(chosen),
+    info = {"system": system.name, "protocol": protocol.name, "quick": args.quick, "n_folds": len(chosen),
               "fold_test_speakers": [fold_speakers(rows, folds)[i] for i in chosen],
               "fold_sizes": [int(len(folds[i]["test"])) for i in chosen]}
     if system.family == "baseline":
-        record["command"] = (f"# {system.name}: benchmark.run calls benchmark.baselines.evaluate('{system.name}', rows, folds) with "
+        info["command"] = (f"# {system.name}: benchmark.run calls benchmark.baselines.evaluate('{system.name}', rows, folds) with "
                              f"the rows and folds of: python train.py {shlex.join(data_flags)}")
     else:
         argv = train_argv(system, data_flags, cell, args, run_folds)
-        record["command"] = "python train.py " + shlex.join(argv)
+        info["command"] = "python train.py " + shlex.join(argv)
     if system.needs_gpu and not torch.cuda.is_available():
         cell.mkdir(parents=True, exist_ok=True)
-        write_json(cell / "bench.json", {**record, "status": "skipped", "reason": "needs a GPU (none was lent to this task)"})
+        write_json(cell / "bench.json", {**info, "status": "skipped", "reason": "needs a GPU (none was lent to this task)"})
         return "skipped"
     if cell_done(cell, len(chosen)):
         print(f"== {system.name} x {protocol.name}: done before, kept")
         if not (cell / "bench.json").exists():  # trained by the cell's own train.py command, outside benchmark.run
-            write_json(cell / "bench.json", {**record, "status": "done", "trained_outside_bench": True,
+            write_json(cell / "bench.json", {**info, "status": "done", "trained_outside_bench": True,
                                               "seconds": read_json(cell / "metrics.json").get("wall_seconds"),
                                               "registered": now()})
+        if not cell_path(record, system.name, protocol.name).exists():
+            export_cell(cell, record, read_json(record / "runs.json").get("runs", []))
+            return "registered"
         return "kept"
     cell.mkdir(parents=True, exist_ok=True)
-    write_json(cell / "bench.json", {**record, "status": "running", "started": now()})
-    print(f"== {system.name} x {protocol.name}: {record['command'][:300]}", flush=True)
+    info.update({"commit": git_commit(), "started": now(), "load_start": list(os.getloadavg()), "machine": machine()})
+    write_json(cell / "bench.json", {**info, "status": "running"})
+    print(f"== {system.name} x {protocol.name}: {info['command'][:300]}", flush=True)
     start, cpu = time.time(), time.process_time()
     try:
         if system.family == "baseline":
@@ -152,23 +167,30 @@ def run_cell(system: System, protocol: Protocol, prepared, args: RunArguments, r
             train.main(argv)
             gc.collect()  # the next cell loads its own encoder outputs
     except KeyboardInterrupt:
-        write_json(cell / "bench.json", {**record, "status": "interrupted", "seconds": time.time() - start})
+        write_json(cell / "bench.json", {**info, "status": "interrupted", "seconds": time.time() - start})
         raise
     except Exception as err:  # one broken cell must not stop the benchmark; the document says why
         traceback.print_exc()
-        write_json(cell / "bench.json", {**record, "status": "failed", "reason": f"{type(err).__name__}: {err}",
-                                          "seconds": time.time() - start, "cpu_seconds": time.process_time() - cpu})
+        write_json(cell / "bench.json", {**info, "status": "failed", "reason": f"{type(err).__name__}: {err}",
+                                          "seconds": time.time() - start, "cpu_seconds": time.process_time() - cpu,
+                                          "finished": now(), "load_end": list(os.getloadavg())})
+        export_cell(cell, record, read_json(record / "runs.json").get("runs", []))
         return "failed"
-    write_json(cell / "bench.json", {**record, "status": "done", "seconds": time.time() - start,
-                                      "cpu_seconds": time.process_time() - cpu, "finished": now()})
+    write_json(cell / "bench.json", {**info, "status": "done", "seconds": time.time() - start,
+                                      "cpu_seconds": time.process_time() - cpu, "finished": now(),
+                                      "load_end": list(os.getloadavg())})
+    export_cell(cell, record, read_json(record / "runs.json").get("runs", []))
     return "done"
 
 
 def git_commit() -> str:
+    """Return the short commit of the code, marked when tracked files other than the record and docs/ differ from it
+    (the runner rewrites those as it goes)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmark/results", ":(exclude)docs"], cwd=ROOT, capture_output=True,
                                text=True).stdout.strip()
         return commit + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
@@ -193,6 +215,14 @@ def run_speed(argv: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "benchmark.speed", *argv], env={**os.environ, "PYTHONPATH": path}, check=True)
 
 
+def past(stop_at: str) -> bool:
+    """Return whether the --stop_at time has come."""
+    if not stop_at:
+        return False
+    moment = datetime.datetime.fromisoformat(stop_at if "T" in stop_at else f"{datetime.date.today()}T{stop_at}")
+    return datetime.datetime.now() >= moment
+
+
 def main(argv: list[str] | None = None) -> Path:
     """Run the chosen cells (unless --report_only), then the speed part in its own process, and write the document
     (benchmark.report); return its path."""
@@ -203,6 +233,7 @@ def main(argv: list[str] | None = None) -> Path:
                               formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     (args,) = parser.parse_args_into_dataclasses(sys.argv[1:] if argv is None else argv)
     results, doc = paths(args.results, args.doc, args.quick)
+    record = Path(args.record) if args.record else (results / QUICK_RECORD if args.quick else RECORD)
     systems = all_systems()
     if args.speed not in ("yes", "no", "auto"):
         raise ValueError(f"--speed {args.speed!r}: one of yes, no, auto")
@@ -210,29 +241,33 @@ def main(argv: list[str] | None = None) -> Path:
     chosen_systems = choose(args.systems, systems, default_systems, "systems")
     chosen_protocols = choose(args.protocols, PROTOCOLS, list(PROTOCOLS), "protocols")
     results.mkdir(parents=True, exist_ok=True)
+    (record / "cells").mkdir(parents=True, exist_ok=True)
 
     if not args.report_only:
-        log = read_json(results / "runs.json").get("runs", [])
+        log = read_json(record / "runs.json").get("runs", [])
         log.append({"command": "python -m benchmark.run " + shlex.join(sys.argv[1:] if argv is None else argv),
                     "started": now(), "commit": git_commit(), "quick": args.quick, "machine": machine(),
                     "systems": chosen_systems, "protocols": chosen_protocols})
-        write_json(results / "runs.json", {"runs": log})
+        write_json(record / "runs.json", {"runs": log})
         prepared = {}
         for name in chosen_protocols:  # the folds are the same for every system: built once per protocol
             prepared[name] = prepare(PROTOCOLS[name], args.seed, args.quick_files if args.quick else None)
             rows, folds, _ = prepared[name]
             print(f"{name}: {len(rows)} utterances, {len({r.speaker for r in rows})} speakers, {len(folds)} folds")
-        for system in chosen_systems:
-            for name in chosen_protocols:
-                if run_cell(systems[system], PROTOCOLS[name], prepared[name], args, results) != "kept":
-                    write_report(results, doc)
+        for system, name in ((s, p) for s in chosen_systems for p in chosen_protocols):
+            if past(args.stop_at):
+                print(f"--stop_at {args.stop_at}: no new cell started")
+                break
+            if run_cell(systems[system], PROTOCOLS[name], prepared[name], args, results, record) != "kept":
+                write_report(record, doc)
         entry = {**log[-1], "finished": now()}  # re-read: another benchmark.run may have logged its run meanwhile
-        log = [r for r in read_json(results / "runs.json").get("runs", []) if r["started"] != entry["started"]]
-        write_json(results / "runs.json", {"runs": log + [entry]})
+        log = [r for r in read_json(record / "runs.json").get("runs", []) if r["started"] != entry["started"]]
+        write_json(record / "runs.json", {"runs": log + [entry]})
         if args.speed == "yes" or (args.speed == "auto" and not args.quick):
-            run_speed(["--results", str(results), "--doc", str(doc), *(["--quick"] if args.quick else []),
+            run_speed(["--results", str(results), "--record", str(record), "--doc", str(doc),
+                       *(["--quick"] if args.quick else []),
                        *(["--cache_dir", args.cache_dir] if args.cache_dir else []), "--encoder", args.encoder])
-    path = write_report(results, doc)
+    path = write_report(record, doc)
     print(f"wrote {path}")
     return path
 

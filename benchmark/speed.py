@@ -1,6 +1,6 @@
 """Speed and scale of the benchmark (issue 4): real-time factor, latency, long clips, training size, cache.
 
-    python -m benchmark.speed                      # every checkpoint under checkpoints/, results in runs/bench/speed.json
+    python -m benchmark.speed                      # every checkpoint under checkpoints/, figures in benchmark/results/speed.json
     python -m benchmark.speed --checkpoints checkpoints/whisper-base-std-linear --reps 5
     python -m benchmark.speed --quick              # one repetition, short clips, tiny training: checks the machinery
 
@@ -9,8 +9,8 @@ MFCC/chroma/mel + MLP) in the same process, so each one also comes as a ratio to
 real-time factor (RTF) is compute seconds per audio second: decoding a 48 kHz WAV file,
 resampling to 16 kHz, features and model. Where checkpoints/ has no checkpoint yet, stand-ins with
 the default models' architectures are trained for one epoch on a few files (speed depends on the
-architecture, not on how well the weights were trained). The figures go into RESULTS/speed.json;
-benchmark.report renders them into the document.
+architecture, not on how well the weights were trained). The figures go into RECORD/speed.json (the
+committed record, benchmark/results, by default); benchmark.report renders them into the document.
 """
 from __future__ import annotations
 
@@ -43,7 +43,9 @@ class SpeedArguments:
     checkpoints: list[str] | None = field(default=None, metadata={
         "help": "Checkpoint folders to time (default: every folder under checkpoints/ with a config.json; "
                 "stand-ins of the default models when there is none)."})
-    results: str = field(default="runs/bench", metadata={"help": "Results folder: speed.json goes there."})
+    results: str = field(default="runs/bench", metadata={"help": "Results folder: stand-in checkpoints go there."})
+    record: str | None = field(default=None, metadata={
+        "help": "Record folder: speed.json goes there (default benchmark/results, committed; RESULTS/record with --quick)."})
     doc: str | None = field(default=None, metadata={
         "help": "Document to regenerate afterwards (default docs/benchmarks.md; RESULTS/benchmarks.md with --quick)."})
     quick: bool = field(default=False, metadata={"help": "One repetition, clips up to 12 s, tiny training sizes."})
@@ -323,10 +325,11 @@ def run_probe(**kwargs) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Measure the chosen parts, merge them into RESULTS/speed.json and regenerate the document; return the figures."""
+    """Measure the chosen parts, merge them into RECORD/speed.json and regenerate the document; return the figures."""
     import torch
     from transformers import HfArgumentParser
 
+    from benchmark.record import QUICK_RECORD, RECORD
     from benchmark.report import write_report
     from data_process import load_audio
     from serving.recognizer import Recognizer
@@ -346,8 +349,10 @@ def main(argv: list[str] | None = None) -> dict:
         args.train_sizes = [12]
     results, doc = paths(args.results, args.doc, args.quick)
     results.mkdir(parents=True, exist_ok=True)
+    record = Path(args.record) if args.record else (results / QUICK_RECORD if args.quick else RECORD)
+    record.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python -m benchmark.speed", *(sys.argv[1:] if argv is None else argv)])
-    speed = read_json(results / "speed.json") if set(args.parts) != set(SPEED_PARTS) else {}
+    speed = read_json(record / "speed.json") if set(args.parts) != set(SPEED_PARTS) else {}
     speed.update({"measured_at": now(), "machine": machine(), "threads": torch.get_num_threads(), "reps": args.reps,
                   "quick": args.quick})
     this_run = {"command": command, "parts": args.parts, "threads": torch.get_num_threads(),
@@ -412,9 +417,9 @@ def main(argv: list[str] | None = None) -> dict:
     speed["gpu"] = (torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     speed["load_after"] = this_run["load_after"] = list(os.getloadavg())
     this_run["at"] = now()
-    write_json(results / "speed.json", speed)
-    write_report(results, doc)
-    print(f"wrote {results / 'speed.json'} and {doc}")
+    write_json(record / "speed.json", speed)
+    write_report(record, doc)
+    print(f"wrote {record / 'speed.json'} and {doc}")
     return speed
 
 
