@@ -5,8 +5,8 @@
     python -m benchmark.request_profile report          # docs/serving.md from the committed results
 
 What is timed is the app's own code path, in this process, with the runtime the app picks by default
-(`app.py --runtime auto`: onnxruntime float32 for the default checkpoint, with its embeddings, since the
-page calibrates to the user's voice): Gradio's preprocessing of the upload, decoding, resampling to
+(`app.py --runtime auto --precision auto`: onnxruntime for the default checkpoint, int8 where its measured recipe holds
+in both modes (serving/quantize.py), with its embeddings, since the page calibrates to the user's voice): Gradio's preprocessing of the upload, decoding, resampling to
 16 kHz, the level checks, voice activity (webrtcvad), the model (the log-mel front end is inside the
 ONNX graph; PyTorch's log-mel is timed apart for scale), the hand-off to the model worker
 (ui/scheduler.py), the calibration to the user's voice, and the outputs (the note, the bars, the

@@ -143,6 +143,13 @@ def level(url: str, clients: int, clips: list[Path], reference: dict, args, pid:
     return row
 
 
+def served_precision(checkpoint: Path) -> str:
+    """Return the precision app.py serves `checkpoint` in by default (--precision auto: int8 where measured to hold)."""
+    from serving import quantize
+
+    return quantize.choose(checkpoint, "auto")[0]
+
+
 def run(url: str, args, pid: int | None, runtime: str) -> dict:
     from benchmark.common import machine
     from benchmark.run import git_commit
@@ -162,6 +169,7 @@ def run(url: str, args, pid: int | None, runtime: str) -> dict:
     rows = [level(url, n, clips, reference, args, pid) for n in args.levels]
     return {"command": shlex.join(["python", "scripts/load_test.py", "clients", *args.argv]), "commit": git_commit(),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "model": args.model, "setting": runtime,
+            "precision": served_precision(Path(args.checkpoints) / args.model) if pid else None,
             "clips": f"{len(clips)} real clips of {min(seconds):.1f}-{max(seconds):.1f} s (EmoDB and RAVDESS, 16 kHz)",
             "how": ("Each level: N gradio_client sessions, made before timing, send one clip each at the same moment "
                     f"(1 client: {args.alone} requests one after another, a new session each), over HTTP to app.py on localhost, clients "
