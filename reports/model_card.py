@@ -178,8 +178,9 @@ def _training(metrics: dict) -> str:
     if "epochs_run" not in metrics:
         return ""
     best = f", best validation epoch {metrics['best_epoch']:.0f}" if metrics.get("best_epoch") else ""
-    return (f"\n- **Training**: {metrics['epochs_run']:.0f} epochs{best}, "
-            f"{metrics['train_seconds'] / 60:.0f} min on the machine that trained it")
+    seconds = metrics["train_seconds"]
+    took = f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    return f"\n- **Training**: {metrics['epochs_run']:.0f} epochs{best}, {took} on the machine that trained it"
 
 
 def overview(folder: Path, settings: dict, metrics: dict) -> str:
