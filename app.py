@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "larger files are refused before they are stored")
     parser.add_argument("--precision", choices=["auto", "fp32", "int8"], default="auto",
                         help="auto: a checkpoint's int8 graph (onnxruntime) where its int8.json shows it meets the "
-                             "drift bound (quantize.py), for a model that adapts to its user in the adapted mode too, "
+                             "drift bound (serving/quantize.py), for a model that adapts to its user in the adapted mode too, "
                              "else float32; fp32: always float32; int8: int8 regardless")
     parser.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
                         help="what runs a float32 model: auto (default): onnxruntime for the default checkpoint where "

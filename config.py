@@ -26,7 +26,7 @@ class DataArguments:
                 "$SER_CORPORA), NAME=PATH for cremad, tess, casia, iemocap[:merge_excited], folder, csv, hf. The known "
                 "corpora give the canonical emotion names; folder, csv and hf give their labels as written (any names: "
                 "frustrated, bonafide, low/mid/high), or emotion names mapped to the canonical ones with the option "
-                ":canonical. See corpora.py."})
+                ":canonical. See data/corpora.py."})
     dataset_name: str | None = field(default=None, metadata={
         "help": "A Hugging Face dataset instead of --corpus, as in the transformers audio-classification example: a "
                 "hub id, a save_to_disk folder or a data folder. Its own splits are kept: training on "
@@ -78,10 +78,10 @@ class DataArguments:
     augment_variants: int = field(default=0, metadata={
         "help": "With a frozen encoder: also train on K augmented variants of every training clip that imitate real "
                 "microphones and rooms (babble or coloured noise at 5-20 dB SNR, a room, a telephone or laptop band, "
-                "an Opus/MP3 round trip, gain and clipping; microphones.py). Each variant's encoder output is cached "
+                "an Opus/MP3 round trip, gain and clipping; audio/microphones.py). Each variant's encoder output is cached "
                 "under its own key, so only the first run pays for it."})
     augment: bool = field(default=False, metadata={
-        "help": "Augment training clips (audiomentations: Gaussian noise, gain, time shift; see augment.py)."})
+        "help": "Augment training clips (audiomentations: Gaussian noise, gain, time shift; see audio/augment.py)."})
 
 
 @dataclass
@@ -101,7 +101,7 @@ class ModelArguments:
                 "0 = the head starts from random weights together with the encoder."})
     finetune_from_cache: bool = field(default=True, metadata={
         "help": "With --encoder_mode finetune --trainable_layers K on a Whisper backbone: cache the hidden state that "
-                "enters the first trainable layer once per clip (finetune_cache.py) and run only the top K layers and "
+                "enters the first trainable layer once per clip (data/finetune_cache.py) and run only the top K layers and "
                 "the head each step, instead of the whole encoder from audio (the same model, a fraction of the "
                 "time; --crop_seconds and --augment do not apply, --augment_variants does). false: from audio."})
     # The defaults are the recipe that generalised best to unseen corpora (docs/benchmarks.md, leave one corpus out):

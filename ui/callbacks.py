@@ -49,7 +49,7 @@ class Analysis:
     windows: list                    # recognizer.Window list; several only for long audio (probs None: no speech)
     seconds: float                   # length of the audio
     elapsed: float                   # server time from the file to the probabilities
-    precision: str = "fp32"          # what ran the model: fp32, or its int8 graph (quantize.py)
+    precision: str = "fp32"          # what ran the model: fp32, or its int8 graph (serving/quantize.py)
     unsure_below: float | None = None  # a top probability under this was wrong more often than right (held out)
     adapted: bool = False            # judged with the statistics of the user's earlier recordings (else alone)
 
