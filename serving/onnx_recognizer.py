@@ -17,26 +17,15 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from models.waveform import SAMPLE_RATE, speech_parts, window_starts
+from serving.recognizer import Window  # one window type for both runtimes
 
 INPUT, OUTPUT, EMBEDDING = "waveform", "probabilities", "embedding"  # export.py's graph names
 GRAPH_VERSION = 2  # export.GRAPH_VERSION (not imported: export.py imports torch)
-
-
-@dataclass
-class Window:
-    start: float  # seconds
-    end: float
-    probs: np.ndarray | None  # (C,); None: no speech in the window, not scored
-
-    @property
-    def speech(self) -> bool:
-        return self.probs is not None
 
 
 def usable_cores() -> int:
