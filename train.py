@@ -257,8 +257,10 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     test = fold["test"]
     by_mode = {mode: trainer.predict(make(test, mode)).predictions for mode in modes if len(test)}
     novelties = {mode: novelty_of(make(test, mode), model) for mode in modes if len(test)}
-    if hidden is not None and len(test):  # the fine-tuned encoder's own statistics give the adapted modes
-        by_mode, novelties = finetuned_modes(model, make, fold["train"], test, data)
+    if margs.encoder_mode == "finetune" and len(test):  # the fine-tuned encoder's own statistics: the adapted modes
+        embed = (lambda idx: top_embeddings(model, make(idx))) if hidden is not None else \
+            (lambda idx: audio_embeddings(model, make(idx), collator))
+        by_mode, novelties = finetuned_modes(model, embed, fold["train"], test, data)
         modes = tuple(by_mode)
     logits = by_mode.get(dargs.normalize_test) if modes else trainer.predict(make(test)).predictions if len(test) else None
     if not trainer.is_world_process_zero():
@@ -294,19 +296,36 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
     return report
 
 
-def finetuned_modes(model, make, train_idx, test_idx, data) -> tuple[dict, dict]:
+def finetuned_modes(model, embed, train_idx, test_idx, data) -> tuple[dict, dict]:
     """Return the test logits and novelty per mode of a model fine-tuned without standardisation: alone as trained,
-    adapted with each group's statistics put back on the training set's scale (normalization.remapped)."""
-    train, test = top_embeddings(model, make(train_idx)), top_embeddings(model, make(test_idx))
+    adapted with each group's statistics put back on the training set's scale (normalization.remapped).
+    `embed(indices)`: the clips' pooled embeddings (N, F) from the fine-tuned encoder."""
+    train, test = embed(train_idx), embed(test_idx)
     mean, std = statistics(train)
     rows = [data[i] for i in test_idx]
     by_mode, novelties = {}, {}
+    device = next(model.parameters()).device
     for mode in NORM_MODES:
         vectors = test if mode == "none" else remapped(test, GROUPINGS[mode](rows), mean, std)
         with torch.no_grad():
-            by_mode[mode] = model.eval()(embeddings=torch.from_numpy(vectors)).logits.float().numpy()
+            by_mode[mode] = model.eval()(embeddings=torch.from_numpy(vectors).to(device)).logits.float().cpu().numpy()
         novelties[mode] = novelty(vectors, mean, std)
     return by_mode, novelties
+
+
+def audio_embeddings(model, dataset: WaveDataset, collator: WaveCollator, batch_size: int = 16) -> np.ndarray:
+    """Return every clip's pooled embedding (N, F) from the (fine-tuned) encoder run on its whole audio, in the
+    dataset's order."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            batch = collator([{"audio": dataset[i]["audio"]} for i in range(start, min(start + batch_size, len(dataset)))])
+            out.append(model.embed(batch["input_values"].to(device), batch["attention_mask"].to(device)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy()
 
 
 def novelty_of(dataset: EmbeddingsDataset, model) -> np.ndarray:

@@ -185,7 +185,9 @@ def run_cell(system: System, protocol: Protocol, prepared, args: RunArguments, r
 
 def git_commit() -> str:
     """Return the short commit of the code, marked when tracked files other than the record and docs/ differ from it
-    (the runner rewrites those as it goes)."""
+    (the runner rewrites those as it goes). SER_COMMIT, where set, names it for a copy without git (a GPU machine's)."""
+    if os.environ.get("SER_COMMIT"):
+        return os.environ["SER_COMMIT"]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()

@@ -46,6 +46,9 @@ def cached_layers(model, feature_extractor, paths: Sequence[str], cache_dir: str
     folder.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
+    home = next(model.parameters()).device
+    device = torch.device("cuda") if torch.cuda.is_available() else home  # a GPU computes the cache, if there is one
+    model.to(device)
     out, problems = [], []
     desc = "encoder layers" + (f" ({variant[0]})" if variant else "")
     for i, path in enumerate(tqdm(paths, desc=desc, disable=not progress, unit="clip")):
@@ -63,11 +66,12 @@ def cached_layers(model, feature_extractor, paths: Sequence[str], cache_dir: str
         if variant is not None:
             audio = variant[1](i, audio, digest)
         inputs = feature_extractor(audio, sampling_rate=16000, return_tensors="pt", return_attention_mask=True)
-        layers, _ = model.encode(inputs["input_values"], inputs["attention_mask"])  # (1, L, T, D)
-        array = layers[0].to(torch.float16).numpy()
+        layers, _ = model.encode(inputs["input_values"].to(device), inputs["attention_mask"].to(device))  # (1, L, T, D)
+        array = layers[0].to(torch.float16).cpu().numpy()
         tmp = entry.with_name(f".{entry.stem}.{os.getpid()}.npy")
         np.save(tmp, array)
         os.replace(tmp, entry)  # never leave half-written entries behind
         out.append(array)
+    model.to(home)
     model.train(was_training)
     return out, problems

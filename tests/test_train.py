@@ -131,3 +131,19 @@ def test_fine_tuning_after_a_cached_head_on_real_speech(tmp_path, whisper_path, 
 def test_head_epochs_without_an_encoder_to_fine_tune_is_refused(tmp_path, emodb_rows, flags):
     with pytest.raises(ValueError, match="--head_epochs fits the head before fine-tuning"):
         train.main(["--corpus", "emodb", "--head_epochs", "5", "--output_dir", str(tmp_path), *flags])
+
+
+def test_a_fully_fine_tuned_encoder_reports_the_adapted_modes(tmp_path, whisper_path, emodb_rows):
+    # from audio (no cached inputs: every layer trains), the fine-tuned encoder's own statistics give the adapted modes
+    result = train.main(["--corpus", "emodb", "--labels", "angry", "sad", "--backbone", "whisper", "--encoder", whisper_path,
+                         "--encoder_mode", "finetune", "--trainable_layers", "0", "--layer_mix", "concat",
+                         "--pooling", "mean", "--classifier_hidden", "0", "--embedding_norm", "none",
+                         "--num_train_epochs", "1", "--crop_seconds", "1.5", "--protocol", "fixed",
+                         "--test_speakers", "emodb:03", "--max_files", "40", "--output_dir", str(tmp_path / "run"),
+                         "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"])
+    fold = result["folds"][0]
+    assert set(fold["normalization"]) == {"none", "speaker", "corpus"}
+    assert fold["normalization"]["none"]["ua"] == fold["ua"]  # the headline figure is the clip judged alone
+    logits = np.load(tmp_path / "run" / "test_logits.npz")  # one fold: the run folder itself
+    assert np.allclose(logits["logits"], logits["logits_none"])
+    assert not np.allclose(logits["logits_none"], logits["logits_speaker"])  # the speaker's statistics change them
