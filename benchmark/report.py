@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.common import PROTOCOLS, SPEED_BASELINE, SPEED_PARTS, SYSTEMS, all_systems, paths, read_json, rel
-from benchmark.loco import generalization_section
+from benchmark.loco import IDEAS, generalization_section
 from benchmark.record import QUICK_RECORD, RECORD, read_cells, write_text
 
 
@@ -27,6 +27,7 @@ METRICS = (("ua", "UA (unweighted accuracy, mean per-class recall)"), ("wa", "WA
 AIMS = {"emodb_loso": 0.95, "ravdess_5fold": 0.80, "loco": 0.60, "loco_six": 0.60}  # issues 4 and 12, UA
 ECE_AIM = 0.05  # issue 12: expected calibration error after calibration, on every left-out corpus
 # Likely causes quoted under an aim that is not met: hypotheses for the reader to check against the figures.
+LOCO_ONLY = {name for name, _, _ in IDEAS}  # issue 12's experiments: a figure on leave one corpus out only
 LOCO_CAUSE = ("Likely: with a frozen Whisper-base, language and recording setup move the embedding more than emotion "
               "does (a model trained on the others hears most ASED clips as sad). Statistics of the test speaker's or "
               "corpus's own clips recover 3-4 points on average (*With the statistics of several clips*); head "
@@ -167,6 +168,8 @@ def render(record: Path, doc: Path, draw: bool = False) -> str:
     for (s, p), cell in cells.items():  # said before the benchmark ever reaches them, whichever machine writes this
         if systems[s].needs_gpu and not cell["record"]:
             cell["record"] = {"status": "skipped", "reason": "needs a GPU (the record was made on CPU machines)"}
+        elif s in LOCO_ONLY and p != "loco" and not cell["record"]:
+            cell["record"] = {"status": "skipped", "reason": "LOCO only (an issue-12 idea)"}
     runs = read_json(Path(record) / "runs.json").get("runs", [])
     speed = read_json(Path(record) / "speed.json")
     quick = any(c["quick"] for c in cells.values() if c["reports"])
@@ -604,9 +607,11 @@ def speed_lines(speed: dict, png: Path | None = None) -> list[str]:
                   f"{f['seconds']:.1f} s).", ""]
     lines += ["## GPU", ""]
     lines += [f"Measured on {speed['gpu']}." if speed.get("gpu") else
-              "No GPU was lent to this task (the device tool offered none), so the GPU figures, full fine-tuning "
-              "(`whisper_ft_full`) and bf16 fine-tuning throughput are not measured. On a machine with one, "
-              "`python -m benchmark.run --systems whisper_ft_full` and `python -m benchmark.speed` produce them.", ""]
+              "No GPU has run this record, so the GPU figures, full fine-tuning (`whisper_ft_full`) and bf16 "
+              "fine-tuning throughput are not measured. On a machine with one, `python -m benchmark.run --systems "
+              "whisper_ft_full` and `python -m benchmark.speed` produce them; `scripts/gpu/run.sh` is the same run "
+              "prepared for a lent machine that cannot reach ../shared (the corpora carried as 24 kbit/s Opus, "
+              "`scripts/gpu/pack_corpora.sh`), leave one corpus out first, both modes.", ""]
     return lines
 
 

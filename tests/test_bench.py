@@ -227,4 +227,4 @@ def test_speed_section_renders_ratios():
     assert "| 0.0400 | 0.0300 | 0.0200 | – | 10 % | 4.00× | 2.00× |" in text  # RTF and its ratios to eGeMAPS + SVM
     assert "| 200 ms | 300 ms | 150 ms | 4.00× | 1.5 s |" in text
     assert "| 4.0× |" in text and "10.00×" in text  # cache speed-up, Whisper cold vs eGeMAPS + SVM training
-    assert "2.00 training samples/s" in text and "No GPU was lent" in text
+    assert "2.00 training samples/s" in text and "No GPU has run this record" in text
