@@ -125,8 +125,11 @@ class Head:
 class OnnxRecognizer:
     """An exported classifier in onnxruntime that turns 16 kHz audio into emotion probabilities."""
 
-    def __init__(self, model: str | Path, batch_size: int = 8, threads: int | None = None):
-        """`threads`: onnxruntime's threads a call (default $SER_ONNX_THREADS, else every core)."""
+    def __init__(self, model: str | Path, batch_size: int = 8, threads: int | None = None,
+                 source: str | Path | None = None):
+        """`threads`: onnxruntime's threads a call (default $SER_ONNX_THREADS, else every core). `source`: the
+        checkpoint folder an .onnx file was made from, where the caller knows it (its int8 graph): the folder its
+        metadata names may have moved since the graph was cached."""
         import onnxruntime
 
         path = Path(model)
@@ -156,8 +159,8 @@ class OnnxRecognizer:
         self.batch_size = batch_size
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.has_embeddings = EMBEDDING in self.outputs  # graphs exported before GRAPH_VERSION 2 have none
-        if folder is None and meta.get("source_folder"):  # an .onnx file: its checkpoint, if unchanged since
-            source = Path(meta["source_folder"])
+        if folder is None and (source or meta.get("source_folder")):  # an .onnx file: its checkpoint, if unchanged
+            source = Path(source or meta["source_folder"])
             if (source / "config.json").is_file() and (source / "model.safetensors").is_file() \
                     and weights_digest(source) == meta.get("weights"):
                 folder = source

@@ -293,10 +293,11 @@ class OnnxScorer(Scorer):
 
     runtime_name = "onnx"
 
-    def __init__(self, checkpoint: str | Path, batch_size: int = 8, threads: int | None = None):
+    def __init__(self, checkpoint: str | Path, batch_size: int = 8, threads: int | None = None,
+                 source: str | Path | None = None):
         from serving.onnx_recognizer import OnnxRecognizer  # onnxruntime is imported only when asked for
 
-        self.runtime = OnnxRecognizer(checkpoint, batch_size=batch_size, threads=threads)
+        self.runtime = OnnxRecognizer(checkpoint, batch_size=batch_size, threads=threads, source=source)
         self.labels, self.window_seconds, self.batch_size = self.runtime.labels, self.runtime.window_seconds, batch_size
 
     @property
@@ -384,7 +385,7 @@ def load_scorer(checkpoint: str, runtime: str = "torch", precision: str = "auto"
     scorer = None
     if chosen == "int8":
         try:
-            scorer = OnnxScorer(quantize.cached_int8(checkpoint, recipe), batch_size)
+            scorer = OnnxScorer(quantize.cached_int8(checkpoint, recipe), batch_size, source=checkpoint)
         except Exception as err:  # auto: an int8 graph that cannot be made or loaded here leaves float32 serving
             if precision != "auto":
                 raise

@@ -106,7 +106,7 @@ def test_each_answer_is_the_models_own_alone_and_adapted(store, tmp_path):
         modes.append({a.model: a.adapted for a in analyses})
     adapting = [n for n in store.checkpoints if store.info(n).config.get("embedding_norm", "none") != "none"]
     assert adapting and not any(modes[0].values())
-    assert all(modes[1][n] and modes[2][n] for n in adapting)
+    assert all(modes[1][n] and modes[2][n] for n in adapting), {n: (modes[1][n], modes[2][n]) for n in adapting}
     assert {n: len(compared.seen[n]) for n in adapting} == {n: len(single.seen[n]) for n in adapting}
 
 

@@ -180,6 +180,23 @@ def test_an_onnx_file_adapts_only_with_its_own_checkpoint_at_hand(cache, speech,
         infer.run(None, str(tmp_path / "out.csv"), speech["paths"][:2], scorer=scorer, normalize="folder")
 
 
+
+def test_a_cached_graph_whose_folder_moved_adapts_with_the_checkpoint_named(cache, tmp_path):
+    """A cached graph (the int8 one load_scorer serves) names the folder it was exported from; after the checkpoint
+    moved, that folder is gone, and the caller's own checkpoint gives the head (the app's adaptation stays on)."""
+    import onnx
+
+    from serving.recognizer import OnnxScorer
+
+    model = onnx.load(str(next((cache / "onnx").glob("*.onnx"))))
+    for prop in model.metadata_props:
+        if prop.key == "source_folder":
+            prop.value = str(tmp_path / "moved-away")
+    copy = tmp_path / "moved.onnx"
+    onnx.save(model, str(copy))
+    assert not OnnxScorer(copy).normalizes  # the folder it names is gone: each clip judged alone
+    assert OnnxScorer(copy, source=DEFAULT).normalizes
+
 def test_auto_runtime_serves_onnx_and_falls_back_to_pytorch(cache, monkeypatch):
     import app
     from serving import recognizer
