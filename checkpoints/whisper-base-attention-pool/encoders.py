@@ -85,7 +85,9 @@ class WhisperBackbone(nn.Module):
         mel_len = torch.tensor([m.shape[-1] for m in mels], device=input_values.device)
         return nn.utils.rnn.pad_sequence([m.T for m in mels], batch_first=True).transpose(1, 2), mel_len
 
-    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
+    def frames(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        """Return the input embedding (B, T, D) (the convolutions' output with positions: hidden state 0), the frame
+        mask (B, T) and the key-padding bias (B, 1, 1, T) every transformer layer takes (None: every frame real)."""
         mel, mel_len = self.mels(input_values, attention_mask)  # (B, M, F), (B,)
         enc = self.encoder
         x = nn.functional.gelu(enc.conv1(mel))
@@ -96,16 +98,32 @@ class WhisperBackbone(nn.Module):
             raise ValueError(f"clip of {x.shape[1] / 50:.1f} s is longer than the encoder's 30 s: score it in windows")
         x = x + enc.embed_positions.weight[: x.shape[1]]
         if mel_len is None:
-            mask, bias = torch.ones_like(x[..., 0], dtype=torch.bool), None  # (B, T): every frame real
-        else:
-            mask = torch.arange(x.shape[1], device=x.device)[None] < ((mel_len + 1) // 2)[:, None]  # (B, T)
-            bias = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill(~mask, torch.finfo(x.dtype).min)
-            bias = bias[:, None, None, :]  # (B, 1, 1, T): padded keys get no attention
-        layers = [x]
-        for layer in enc.layers:
+            return x, torch.ones_like(x[..., 0], dtype=torch.bool), None  # (B, T): every frame real
+        mask = torch.arange(x.shape[1], device=x.device)[None] < ((mel_len + 1) // 2)[:, None]  # (B, T)
+        return x, mask, self.padding_bias(mask, x.dtype)
+
+    @staticmethod
+    def padding_bias(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(B, T) frame mask -> (B, 1, 1, T) attention bias: padded keys get no attention."""
+        bias = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+        return bias[:, None, None, :]
+
+    def run_layers(self, x: torch.Tensor, bias: torch.Tensor | None, start: int = 0, stop: int | None = None
+                   ) -> list[torch.Tensor]:
+        """Run transformer layers start..stop-1 on hidden state `start` (B, T, D); return hidden states start+1..stop,
+        the encoder's last one through its final layer norm (stop None: to the top)."""
+        stop = len(self.encoder.layers) if stop is None else stop
+        out = []
+        for layer in self.encoder.layers[start:stop]:
             x = layer(x, bias)
-            layers.append(x)
-        layers[-1] = enc.layer_norm(x)
+            out.append(x)
+        if out and stop == len(self.encoder.layers):
+            out[-1] = self.encoder.layer_norm(x)
+        return out
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        x, mask, bias = self.frames(input_values, attention_mask)
+        layers = [x, *self.run_layers(x, bias)]
         return torch.stack(layers, dim=1), mask  # (B, L, T, D), (B, T)
 
 
