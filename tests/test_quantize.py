@@ -101,19 +101,20 @@ def test_load_scorer_follows_the_choice(checkpoint, tmp_path, monkeypatch):
     from serving import recognizer
     from serving.recognizer import load_scorer
 
-    class StandIn:  # what would run: (path, runtime)
-        def __init__(self, path, runtime):
-            self.path, self.runtime = path, runtime
+    class StandIn:  # what would run: (path, runtime, the checkpoint an ONNX graph's head comes from)
+        def __init__(self, path, runtime, source=None):
+            self.path, self.runtime, self.source = path, runtime, source
 
     graph = tiny_graph(tmp_path / "dynamic_ffn.onnx")
     monkeypatch.setattr(quantize, "cached_int8", lambda folder, recipe: graph)
-    monkeypatch.setattr(recognizer, "OnnxScorer", lambda path, batch_size: StandIn(path, "onnx"))
+    monkeypatch.setattr(recognizer, "OnnxScorer", lambda path, batch_size, source: StandIn(path, "onnx", source))
     monkeypatch.setitem(recognizer.RUNTIMES, "torch", lambda folder, device, batch_size: StandIn(folder, "torch"))
     plain = load_scorer(str(checkpoint), device="cpu")
     assert plain.runtime == "torch" and plain.precision == "fp32"
     write_verdict(checkpoint, meets=True, graph=graph)
     chosen = load_scorer(str(checkpoint), device="cpu")
     assert chosen.runtime == "onnx" and chosen.precision == "int8" and chosen.path.name == "dynamic_ffn.onnx"
+    assert chosen.source == str(checkpoint)  # the cached graph's head: this checkpoint, wherever it was exported from
     # embeddings (adapting to a speaker): int8 only where the measurement covers the adapted mode
     assert load_scorer(str(checkpoint), device="cpu", embeddings=True).precision == "fp32"
     found = quantize.verdict(checkpoint)
