@@ -143,6 +143,8 @@ def export_cell(cell: Path, record: Path, runs: list[dict] | None = None) -> Pat
         out["reason"] = bench.get("reason", "")
     if bench.get("trained_outside_bench"):
         out["trained_outside_bench"] = True
+    if bench.get("note"):  # benchmark.run's SER_BENCH_NOTE: shown under the tables
+        out["note"] = bench["note"]
     out["n_folds"] = bench.get("n_folds", len(reports or []))
     out["fold_test_speakers"] = bench.get("fold_test_speakers")
     out["fold_sizes"] = bench.get("fold_sizes")

@@ -302,6 +302,10 @@ def accuracy_section(cells, shown, protocols, png, doc) -> list[str]:
               "(train.py's `train_seconds`; not the baselines).", "", header, rule]
     for s in ran:
         lines.append(f"| `{s}` | " + " | ".join(time_cell(cells[s, p]) for p in protocols) + " |")
+    notes = [f"- `{s}` on {PROTOCOLS[p].title}: {cells[s, p]['record']['note']}" for s in shown for p in protocols
+             if cells[s, p]["record"].get("note")]
+    if notes:  # what a cell's record says of how it differs from the others (a GPU run's re-encoded audio, say)
+        lines += ["", "### Notes on cells", "", *notes]
     lines += ["", "### Same folds for every system", ""]
     for p in protocols:
         seen = {}

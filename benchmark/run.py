@@ -133,6 +133,8 @@ def run_cell(system: System, protocol: Protocol, prepared, args: RunArguments, r
     info = {"system": system.name, "protocol": protocol.name, "quick": args.quick, "n_folds": len(chosen),
               "fold_test_speakers": [fold_speakers(rows, folds)[i] for i in chosen],
               "fold_sizes": [int(len(folds[i]["test"])) for i in chosen]}
+    if os.environ.get("SER_BENCH_NOTE"):  # how this run differs from the others (scripts/gpu/run.sh: re-encoded audio)
+        info["note"] = os.environ["SER_BENCH_NOTE"]
     if system.family == "baseline":
         info["command"] = (f"# {system.name}: benchmark.run calls benchmark.baselines.evaluate('{system.name}', rows, folds) with "
                              f"the rows and folds of: python train.py {shlex.join(data_flags)}")

@@ -128,7 +128,8 @@ def test_a_cell_record_round_trips_into_the_tables(tmp_path):
     (cell / "metrics.json").write_text(json.dumps({"folds": folds, "summary": {"ua": {}}, "wall_seconds": 3.0}))
     (cell / "bench.json").write_text(json.dumps({"status": "done", "command": "# egemaps_svm", "commit": "abc",
                                                  "n_folds": 2, "seconds": 3.0, "cpu_seconds": 2.0,
-                                                 "load_start": [1.0, 1.0, 1.0], "finished": "2026-01-01T00:00:00"}))
+                                                 "load_start": [1.0, 1.0, 1.0], "finished": "2026-01-01T00:00:00",
+                                                 "note": "on re-encoded audio"}))
     path = record.export_cell(cell, tmp_path / "record")
     assert path == tmp_path / "record" / "cells" / "egemaps_svm__emodb_loso.json"
     assert "[5, 0]" in path.read_text()  # a confusion row on one line
@@ -136,6 +137,7 @@ def test_a_cell_record_round_trips_into_the_tables(tmp_path):
     assert report.fmt_cell(state, "ua") == "0.600 ± 0.100" and report.time_cell(state) == "3 / 2"
     assert report.summarize(state["reports"])["pooled"]["ua"] == pytest.approx(0.9)
     assert record.export_cell(tmp_path / "results" / "egemaps_svm" / "loco", tmp_path / "record") is None  # not run
+    assert "- `egemaps_svm` on EmoDB LOSO: on re-encoded audio" in report.render(tmp_path / "record", tmp_path / "d.md")
 
 
 def test_folds_match_train_py(corpora):

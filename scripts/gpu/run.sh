@@ -21,6 +21,8 @@ if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
   export PYTHONPATH=/tmp/site
 fi
 [ -f .gpu/commit ] && export SER_COMMIT="$(cat .gpu/commit)"
+# every cell says so in the record (benchmark.report lists it under "Notes on cells")
+export SER_BENCH_NOTE="run on a lent GPU machine from the corpora re-encoded as 24 kbit/s Opus (scripts/gpu/pack_corpora.sh)"
 export SER_CORPORA=/tmp/gpu_corpora SER_SHARED=/tmp/gpu_shared SER_CACHE=${SER_CACHE:-/tmp/gpu_cache} PYTHONUNBUFFERED=1
 mkdir -p "$SER_CORPORA"
 for d in .gpu/*/corpora; do cp -rs "$PWD/$d/." "$SER_CORPORA/"; done  # the chunks, merged (links)
