@@ -9,6 +9,14 @@
 # (scripts/gpu/pack_corpora.sh: the five corpora as 24 kbit/s Opus) and .gpu/a/encoder (the shared encoder's
 # config files; its weights are the repository's own copy, scripts/gpu/encoder.py).
 #
+# Prepare here: scripts/gpu/pack_corpora.sh; mkdir -p .gpu/a/encoder && cp ../shared/models/whisper-base-encoder/*.json
+# .gpu/a/encoder/; git rev-parse --short HEAD > .gpu/commit; the wheels (Python 3.12, manylinux x86-64):
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#     datasets==5.2.0 dill multiprocess soundfile==0.14.0 cffi pycparser soxr librosa==0.11.0 audioread pooch \
+#     decorator platformdirs
+# Then three device calls in a row (the machine stays warm 30 s): carry .whl .gpu/a .gpu/commit (command: true),
+# carry .gpu/b (true), carry .gpu/c with the command below.
 #   BUDGET_S=540 scripts/gpu/run.sh      # seconds for the whole run, packing included
 # QUICK=1 runs benchmark.run --quick (a few clips, one epoch): a check of the machinery; SYSTEM picks another system.
 set -u
