@@ -72,8 +72,9 @@ class RunArguments:
         "help": "Encoder-output and baseline-feature cache (default $SER_CACHE or ~/.cache/ser)."})
     seed: int = field(default=0, metadata={"help": "Seed of the folds and of training (every system uses the same)."})
     stop_at: str = field(default="", metadata={
-        "help": "Start no new cell after this time, HH:MM today or YYYY-MM-DDTHH:MM (a cell running then finishes), "
-                "for a run that has to end by a deadline; started again later, it goes on where it stopped."})
+        "help": "Start no new cell after this time, HH:MM (its next occurrence) or YYYY-MM-DDTHH:MM (a cell running "
+                "then finishes), for a run that has to end by a deadline; started again later, it goes on where it "
+                "stopped."})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,12 +220,16 @@ def run_speed(argv: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "benchmark.speed", *argv], env={**os.environ, "PYTHONPATH": path}, check=True)
 
 
-def past(stop_at: str) -> bool:
-    """Return whether the --stop_at time has come."""
+def deadline(stop_at: str, start: datetime.datetime | None = None) -> datetime.datetime | None:
+    """Return the moment --stop_at names: a full date and time as given, or HH:MM at its next occurrence after
+    `start` (now), so 01:00 said at 23:00 means tomorrow's 01:00, not a moment already past."""
     if not stop_at:
-        return False
-    moment = datetime.datetime.fromisoformat(stop_at if "T" in stop_at else f"{datetime.date.today()}T{stop_at}")
-    return datetime.datetime.now() >= moment
+        return None
+    if "T" in stop_at:
+        return datetime.datetime.fromisoformat(stop_at)
+    start = start or datetime.datetime.now()
+    moment = datetime.datetime.combine(start.date(), datetime.time.fromisoformat(stop_at))
+    return moment if moment > start else moment + datetime.timedelta(days=1)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -258,8 +263,9 @@ def main(argv: list[str] | None = None) -> Path:
             prepared[name] = prepare(PROTOCOLS[name], args.seed, args.quick_files if args.quick else None)
             rows, folds, _ = prepared[name]
             print(f"{name}: {len(rows)} utterances, {len({r.speaker for r in rows})} speakers, {len(folds)} folds")
+        stop = deadline(args.stop_at)
         for system, name in ((s, p) for s in chosen_systems for p in chosen_protocols):
-            if past(args.stop_at):
+            if stop and datetime.datetime.now() >= stop:
                 print(f"--stop_at {args.stop_at}: no new cell started")
                 break
             if run_cell(systems[system], PROTOCOLS[name], prepared[name], args, results, record) != "kept":

@@ -4,12 +4,14 @@
 #
 #   OMP_NUM_THREADS=1 STOP_AT=13:05 nohup nice -n 15 scripts/bench_record.sh > runs/bench_record.log 2>&1 &
 #
-# STOP_AT (HH:MM or YYYY-MM-DDTHH:MM, local time): start no new cell after it. Commit benchmark/results and
+# STOP_AT (HH:MM, its next occurrence, or YYYY-MM-DDTHH:MM, local time): start no new cell after it. Commit benchmark/results and
 # docs/benchmarks*.{md,png} as cells finish: runs/ is not committed.
 set -u
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # the 2 cores are shared: one torch thread
-stop=(--stop_at "${STOP_AT:-}")
+# one moment for every step below: an HH:MM read again by a later step could mean the next day
+STOP_AT=$(python -c 'import sys; from benchmark.run import deadline; d = deadline(sys.argv[1]); print(d.isoformat(timespec="minutes") if d else "")' "${STOP_AT:-}")
+stop=(--stop_at "$STOP_AT")
 
 bench() { python -m benchmark.run --speed no "${stop[@]}" "$@"; }
 

@@ -180,6 +180,16 @@ def test_report_alone_needs_a_record(tmp_path):
     assert not (tmp_path / "doc.md").exists()
 
 
+def test_stop_at_means_the_next_such_time():
+    import datetime as dt
+
+    evening = dt.datetime(2026, 12, 5, 23, 0)
+    assert run.deadline("01:00", evening) == dt.datetime(2026, 12, 6, 1, 0)  # said at 23:00: tomorrow, not past
+    assert run.deadline("23:30", evening) == dt.datetime(2026, 12, 5, 23, 30)
+    assert run.deadline("2026-12-05T22:00", evening) == dt.datetime(2026, 12, 5, 22, 0)  # a full date is taken as is
+    assert run.deadline("", evening) is None
+
+
 def test_peak_memory_sees_numpy_and_torch_allocations():
     # In a fresh process, as benchmark.speed measures: inside this suite, memory freed by earlier tests can stay with
     # the allocator and take the 200 MB without raising the resident set (one CI run read 0.0 MiB that way).
