@@ -75,10 +75,13 @@ def machine_summary(machine: dict) -> dict:
     return {k: machine[k] for k in MACHINE_KEYS if k in machine}
 
 
-def run_of(runs: list[dict], finished: str | None) -> dict:
-    """Return the benchmark.run invocation of the log that was running when a cell finished (else the last one)."""
-    before = [r for r in runs if finished and r.get("started", "") <= finished]
-    return (before or runs or [{}])[-1]
+def run_of(runs: list[dict], finished: str | None, system: str = "", protocol: str = "") -> dict:
+    """Return the benchmark.run invocation of the log that was running when a cell finished (else the last one): the
+    last one started before then whose systems and protocols include the cell's (two runs may share the machine)."""
+    mine = [r for r in runs if (not system or system in r.get("systems", [system]))
+            and (not protocol or protocol in r.get("protocols", [protocol]))]
+    before = [r for r in mine if finished and r.get("started", "") <= finished]
+    return (before or mine or runs or [{}])[-1]
 
 
 def fold_metrics(cell: Path) -> list[dict]:
@@ -126,7 +129,7 @@ def export_cell(cell: Path, record: Path, runs: list[dict] | None = None) -> Pat
     system, protocol = cell.parent.name, cell.name  # where the folder is says what it is (bench.json may be a copy's)
     folds = fold_metrics(cell)
     reports = metrics.get("folds") if metrics.get("summary") else [m["test"] for m in folds if m.get("test")]
-    run = run_of(runs or [], bench.get("finished"))
+    run = run_of(runs or [], bench.get("finished"), cell.parent.name, cell.name)
     machine = bench.get("machine") or run.get("machine", {})
     out = {"system": system, "protocol": protocol, "status": status,
            "command": bench.get("command") or run.get("command", ""),

@@ -122,9 +122,10 @@ def run_baseline(name: str, rows, folds, chosen: list[int], cell: Path, args: Ru
     return result
 
 
-def run_cell(system: System, protocol: Protocol, prepared, args: RunArguments, results: Path, record: Path) -> str:
+def run_cell(system: System, protocol: Protocol, prepared, args: RunArguments, results: Path, record: Path,
+             run: str = "") -> str:
     """Run one system on one protocol unless its results are complete, and write its figures into the record; return
-    done, kept, failed or skipped."""
+    done, kept, failed or skipped. `run` is the benchmark.run command that runs it, kept with the cell."""
     import torch
 
     rows, folds, data_flags = prepared
@@ -133,7 +134,7 @@ def run_cell(system: System, protocol: Protocol, prepared, args: RunArguments, r
     run_folds = "all" if len(chosen) == len(folds) else ",".join(map(str, chosen))
     info = {"system": system.name, "protocol": protocol.name, "quick": args.quick, "n_folds": len(chosen),
               "fold_test_speakers": [fold_speakers(rows, folds)[i] for i in chosen],
-              "fold_sizes": [int(len(folds[i]["test"])) for i in chosen]}
+              "fold_sizes": [int(len(folds[i]["test"])) for i in chosen], **({"run": run} if run else {})}
     if os.environ.get("SER_BENCH_NOTE"):  # how this run differs from the others (scripts/gpu/run.sh: re-encoded audio)
         info["note"] = os.environ["SER_BENCH_NOTE"]
     if system.family == "baseline":
@@ -268,7 +269,8 @@ def main(argv: list[str] | None = None) -> Path:
             if stop and datetime.datetime.now() >= stop:
                 print(f"--stop_at {args.stop_at}: no new cell started")
                 break
-            if run_cell(systems[system], PROTOCOLS[name], prepared[name], args, results, record) != "kept":
+            if run_cell(systems[system], PROTOCOLS[name], prepared[name], args, results, record,
+                        log[-1]["command"]) != "kept":
                 write_report(record, doc)
         entry = {**log[-1], "finished": now()}  # re-read: another benchmark.run may have logged its run meanwhile
         log = [r for r in read_json(record / "runs.json").get("runs", []) if r["started"] != entry["started"]]

@@ -1,6 +1,7 @@
 """The benchmark end to end on a few real files (benchmark.run --quick), and the speed part's measuring and rendering."""
 import json
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def test_every_cell_is_a_resumable_run_folder(quick):
     kept = json.loads(record.cell_path(results / "record", "whisper_cat_mean", "emodb_loso").read_text())
     assert [f["ua"] for f in kept["folds"]] == [round(f["ua"], record.DIGITS) for f in ours["folds"]]
     assert kept["command"] == bench["command"] and kept["commit"] and kept["load_average"]["start"]
+    assert kept["run"] == bench["run"] == "python -m benchmark.run " + shlex.join(argv)  # the run that trained it
     assert kept["train_seconds"] > 0 and kept["machine"]["torch_threads"] >= 1
 
     stamps = {p: p.stat().st_mtime for p in results.glob("*/*/metrics.json")}
@@ -178,6 +180,16 @@ def test_report_alone_needs_a_record(tmp_path):
     with pytest.raises(SystemExit, match="no record folder"):
         report.main(["--record", str(tmp_path / "none"), "--doc", str(tmp_path / "doc.md")])
     assert not (tmp_path / "doc.md").exists()
+
+
+def test_a_cell_names_the_run_that_ran_it_when_two_share_the_machine():
+    heads = {"command": "heads", "started": "2026-12-05T23:00:56", "systems": ["whisper_mean"], "protocols": ["loco"]}
+    scratch = {"command": "scratch", "started": "2026-12-05T23:01:56", "systems": ["cnn1d_light"],
+               "protocols": ["loco", "loco_six"]}
+    runs = [heads, scratch]
+    assert record.run_of(runs, "2026-12-05T23:17:50", "whisper_mean", "loco") is heads  # not the newer run beside it
+    assert record.run_of(runs, "2026-12-05T23:40:00", "cnn1d_light", "loco_six") is scratch
+    assert record.run_of(runs, "2026-12-05T23:40:00") is scratch  # nothing known of the cell: the last one started
 
 
 def test_stop_at_means_the_next_such_time():
