@@ -189,7 +189,7 @@ def render(record: Path, doc: Path, draw: bool = False) -> str:
     if quick:
         lines += ["> **Quick run**: a few files per protocol, 1 epoch, 2 folds. The numbers only show that the "
                   "machinery works; they say nothing about the systems.", ""]
-    lines += reproduce_section(runs)
+    lines += reproduce_section(producing(runs, found.values()))
     lines += machine_section(runs)
     lines += ["## Protocols", "", "Every system sees the same folds: the same utterances, the same test speakers per "
               "fold (seed 0). The baselines, the frozen-Whisper heads and the fine-tuned encoder train on every other "
@@ -211,6 +211,17 @@ def render(record: Path, doc: Path, draw: bool = False) -> str:
     lines += aims_section(cells, speed)
     lines += speed_section(speed, doc.with_name(doc.stem + "_speed.png"), draw)
     return "\n".join(lines) + "\n"
+
+
+def producing(runs: list[dict], cells) -> list[dict]:
+    """Return the runs that finished a cell of the record (a run restarted with nothing left to do is not one); all
+    of them when no cell names its run (a record made before cells did)."""
+    named = [c for c in cells if c.get("run")]
+    if not named:
+        return runs
+    return [r for r in runs if any(c["run"] == r.get("command") and
+                                   r.get("started", "") <= (c.get("finished") or "") <= r.get("finished", "9")
+                                   for c in named)]
 
 
 def reproduce_section(runs: list[dict]) -> list[str]:
@@ -239,7 +250,8 @@ def reproduce_section(runs: list[dict]) -> list[str]:
                   "| started | finished | commit | threads | load | command |", "|---|---|---|---|---|---|"]
         lines += [f"| {r.get('started', '')} | {r.get('finished', 'interrupted or running')} | {r.get('commit', '')} | "
                   f"{r.get('machine', {}).get('torch_threads', '')} | "
-                  f"{load(r)} | `{r.get('command', '')}` |" for r in runs[-10:]]
+                  f"{load(r)} | `{r.get('command', '')}` |"
+                  for r in sorted(runs, key=lambda r: r.get("started", ""))[-20:]]
         lines.append("")
     return lines
 

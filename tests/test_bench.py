@@ -192,6 +192,14 @@ def test_a_cell_names_the_run_that_ran_it_when_two_share_the_machine():
     assert record.run_of(runs, "2026-12-05T23:40:00") is scratch  # nothing known of the cell: the last one started
 
 
+def test_the_document_lists_the_runs_that_produced_cells():
+    worked = {"command": "python -m benchmark.run --systems a", "started": "2026-12-05T10:00", "finished": "2026-12-05T11:00"}
+    idle = {**worked, "started": "2026-12-05T12:00", "finished": "2026-12-05T12:01"}  # restarted, every cell kept
+    cells = [{"run": worked["command"], "finished": "2026-12-05T10:30"}]
+    assert report.producing([worked, idle], cells) == [worked]
+    assert report.producing([worked, idle], [{"finished": "2026-12-05T10:30"}]) == [worked, idle]  # cells name no run
+
+
 def test_stop_at_means_the_next_such_time():
     import datetime as dt
 
