@@ -134,11 +134,13 @@ def pooled_embeddings(model, cached: list[np.ndarray], batch_size: int = 32) -> 
     """Return every clip's pooled embedding (N, F) from its cached layers: the head's input, computed once."""
     order = np.argsort([x.shape[1] for x in cached])  # similar lengths together: little padding
     out = np.zeros((len(cached), model.pool.output_dim), dtype=np.float32)
+    device = next(model.parameters()).device
     with torch.no_grad():
         for start in range(0, len(order), batch_size):
             chosen = order[start:start + batch_size]
             batch = collate_layers([{"encoder_layers": cached[i], "labels": 0} for i in chosen])
-            out[chosen] = model.pool_layers(batch["encoder_layers"], batch["frame_mask"]).numpy()
+            out[chosen] = model.pool_layers(batch["encoder_layers"].to(device),
+                                            batch["frame_mask"].to(device)).float().cpu().numpy()
     return out
 
 
@@ -262,6 +264,10 @@ def run_fold(fold_dir: Path, fold: dict, data, dargs, margs, targs, labels, enco
             (lambda idx: audio_embeddings(model, make(idx), collator))
         by_mode, novelties = finetuned_modes(model, embed, fold["train"], test, data)
         modes = tuple(by_mode)
+    if model.config.embedding_norm == "posthoc":  # the training statistics kept, then both modes through classify
+        by_mode, novelties = posthoc_modes(model, lambda idx: pooled_embeddings(model, [cached[i] for i in idx]),
+                                           fold["train"], test, data)
+        modes = tuple(by_mode)
     logits = by_mode.get(dargs.normalize_test) if modes else trainer.predict(make(test)).predictions if len(test) else None
     if not trainer.is_world_process_zero():
         return {}
@@ -310,6 +316,35 @@ def finetuned_modes(model, embed, train_idx, test_idx, data) -> tuple[dict, dict
         with torch.no_grad():
             by_mode[mode] = model.eval()(embeddings=torch.from_numpy(vectors).to(device)).logits.float().cpu().numpy()
         novelties[mode] = novelty(vectors, mean, std)
+    return by_mode, novelties
+
+
+def posthoc_modes(model, embed, train_idx, test_idx, data) -> tuple[dict, dict]:
+    """--embedding_norm posthoc: keep the training clips' embedding statistics in the model (and where calm speech
+    sits, for a user's calm clips), then return the test logits and novelty per mode through the model's own
+    `classify`, as the app and infer.py judge: alone, or each group standardised with its own statistics and put back
+    on the training scale. `embed(indices)`: the clips' pooled embeddings (N, F)."""
+    was_training = model.training
+    model.eval()
+    train = embed(train_idx)
+    mean, std = statistics(train)
+    train_rows = [data[i] for i in train_idx]
+    model.embedding_mean.copy_(torch.from_numpy(mean))
+    model.embedding_std.copy_(torch.from_numpy(std))
+    model.neutral_offset.copy_(torch.from_numpy(neutral_offset(
+        train, [r.speaker for r in train_rows], np.array([r.label == "neutral" for r in train_rows]), std)))
+    by_mode, novelties = {}, {}
+    if len(test_idx):
+        test, rows = embed(test_idx), [data[i] for i in test_idx]
+        device = next(model.parameters()).device
+        for mode in NORM_MODES:
+            stats = group_statistics(test, GROUPINGS[mode](rows)) if mode != "none" else (None, None)
+            group_mean, group_std = (torch.from_numpy(x).to(device) if x is not None else None for x in stats)
+            with torch.no_grad():
+                by_mode[mode] = model(embeddings=torch.from_numpy(test).to(device), embedding_mean=group_mean,
+                                      embedding_std=group_std).logits.float().cpu().numpy()
+            novelties[mode] = novelty(test, mean, std)  # of the clip itself, as `temperature` measures it
+    model.train(was_training)
     return by_mode, novelties
 
 

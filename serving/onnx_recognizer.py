@@ -61,7 +61,8 @@ class Head:
     """A checkpoint's standardisation, classifier and temperature in numpy: EmotionClassifier.classify in eval mode.
 
     embeddings (N, F) -> standardised with (mean, std), (F,) or (N, F), when the model normalizes (the
-    checkpoint's training statistics when none are given) -> linear classifier (or Linear-ReLU-Linear with
+    checkpoint's training statistics when none are given; embedding_norm posthoc: then put back on the training
+    statistics' scale) -> linear classifier (or Linear-ReLU-Linear with
     classifier_hidden; dropout does nothing in eval) -> logits / the temperature of the mode (`temperature`) ->
     softmax, in float32.
     """
@@ -94,6 +95,8 @@ class Head:
             mean = self.mean if mean is None else np.asarray(mean, dtype=np.float32)
             std = self.std if std is None else np.asarray(std, dtype=np.float32)
             x = (x - mean) / std
+            if self.config.get("embedding_norm") == "posthoc":  # back on the training clips' scale
+                x = self.mean + self.std * x
         for i, (weight, bias) in enumerate(self.layers):
             x = x @ weight.T + bias
             if i < len(self.layers) - 1:

@@ -146,3 +146,44 @@ def test_a_head_trained_per_speaker_is_served_with_the_right_statistics(tmp_path
     assert np.allclose(recognizer.model_statistics()[1], std, rtol=2e-3, atol=2e-3)
     alone = recognizer.predict(rows[0].path).probabilities
     assert np.allclose(list(alone.values()), recognizer.classify(vectors[:1])[0], atol=1e-5)
+
+
+def test_a_head_trained_on_raw_embeddings_adapts_on_its_training_scale():
+    # --embedding_norm posthoc: alone the embedding is left as it is; adapted, the group is standardised with its own
+    # statistics and put back on the training clips' scale (normalization.remapped), then the same head judges it
+    from tests.test_generalization import normalising_model
+
+    model = normalising_model(pooling="conv_max", layer_mix="weighted", projector_dim=8, embedding_norm="posthoc")
+    dim = model.pool.output_dim
+    rng = np.random.default_rng(0)
+    model.embedding_mean.copy_(torch.from_numpy(rng.normal(size=dim).astype(np.float32)))
+    model.embedding_std.copy_(torch.from_numpy(rng.uniform(0.5, 2, dim).astype(np.float32)))
+    voice = torch.from_numpy(rng.normal(3, 2, (6, dim)).astype(np.float32))  # a voice far from the training clips
+    with torch.no_grad():
+        raw = model.classifier(voice)
+        assert torch.allclose(model(embeddings=voice).logits, raw, atol=1e-5)  # alone: the head's own judgement
+        mean, std = statistics(voice.numpy())
+        adapted = model(embeddings=voice, embedding_mean=torch.from_numpy(mean), embedding_std=torch.from_numpy(std))
+        on_scale = remapped(voice.numpy(), ["u"] * 6, model.embedding_mean.numpy(), model.embedding_std.numpy())
+        assert torch.allclose(adapted.logits, model.classifier(torch.from_numpy(on_scale)), atol=1e-4)
+        assert not torch.allclose(adapted.logits, raw, atol=1e-2)
+
+
+def test_the_numpy_head_adapts_a_posthoc_model_as_pytorch_does(tmp_path):
+    from serving.onnx_recognizer import Head
+    from tests.test_generalization import normalising_model
+
+    model = normalising_model(pooling="conv_max", layer_mix="weighted", projector_dim=8, embedding_norm="posthoc")
+    dim = model.pool.output_dim
+    model.embedding_mean.normal_()
+    model.embedding_std.uniform_(0.5, 2.0)
+    model.save_pretrained(tmp_path)
+    head = Head(tmp_path)
+    voice = np.random.default_rng(1).normal(2, 3, (5, dim)).astype(np.float32)
+    mean, std = statistics(voice)
+    for stats in ((None, None), (mean, std)):  # alone, then adapted
+        with torch.no_grad():
+            want = model(embeddings=torch.from_numpy(voice),
+                         **{k: torch.from_numpy(v) for k, v in zip(("embedding_mean", "embedding_std"), stats)
+                            if v is not None}).logits.numpy()
+        assert np.allclose(head.logits(voice, *stats), want, atol=1e-4)

@@ -147,3 +147,35 @@ def test_a_fully_fine_tuned_encoder_reports_the_adapted_modes(tmp_path, whisper_
     logits = np.load(tmp_path / "run" / "test_logits.npz")  # one fold: the run folder itself
     assert np.allclose(logits["logits"], logits["logits_none"])
     assert not np.allclose(logits["logits_none"], logits["logits_speaker"])  # the speaker's statistics change them
+
+
+def test_a_conv_max_head_adapts_after_training(tmp_path, whisper_path, emodb_rows):
+    # --embedding_norm posthoc: the head trains on raw embeddings, keeps the training clips' statistics, and reports
+    # both modes, the adapted one through the model's own classify (what the app and infer.py run)
+    from models import EmotionClassifier
+
+    run = tmp_path / "run"
+    result = train.main(["--corpus", "emodb", "--labels", "angry", "sad", "--backbone", "whisper", "--encoder", whisper_path,
+                         "--pooling", "conv_max", "--layer_mix", "weighted", "--projector_dim", "16",
+                         "--embedding_norm", "posthoc", "--num_train_epochs", "2", "--protocol", "fixed",
+                         "--test_speakers", "emodb:03", "--max_files", "40", "--save_strategy", "no",
+                         "--output_dir", str(run), "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"])
+    fold = result["folds"][0]
+    assert set(fold["normalization"]) == {"none", "speaker", "corpus"}
+    assert fold["normalization"]["none"]["ua"] == fold["ua"]  # the headline figure is the clip judged alone
+    logits = np.load(run / "test_logits.npz")
+    assert np.allclose(logits["logits"], logits["logits_none"])
+    assert not np.allclose(logits["logits_none"], logits["logits_speaker"])  # the speaker's statistics change them
+    model = EmotionClassifier.from_pretrained(run)
+    assert model.normalizes and model.config.embedding_norm == "posthoc"
+    assert model.embedding_mean.abs().sum() > 0 and not torch.allclose(model.embedding_std, torch.ones_like(model.embedding_std))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--pooling", "mean", "--layer_mix", "concat"], "this path standardises directly: --embedding_norm speaker"),
+    (["--backbone", "cnn1d", "--pooling", "attention"], "needs a frozen pretrained encoder"),
+    (["--embedding_norm", "speakers"], "--embedding_norm 'speakers': one of auto, none"),
+])
+def test_embedding_norm_posthoc_is_refused_where_it_does_not_apply(tmp_path, emodb_rows, flags, message):
+    with pytest.raises(ValueError, match=message):
+        train.main(["--corpus", "emodb", "--embedding_norm", "posthoc", *flags, "--output_dir", str(tmp_path)])
