@@ -119,11 +119,14 @@ class EmotionClassifier(PreTrainedModel):
             nn.Linear(self.pool.output_dim, hidden), nn.ReLU(), nn.Dropout(config.classifier_dropout),
             nn.Linear(hidden, config.num_labels))
         if self.normalizes:
-            if any(p.requires_grad for m in (self.layer_mix, self.projector, self.pool) for p in m.parameters()):
+            if config.embedding_norm != "posthoc" and any(
+                    p.requires_grad for m in (self.layer_mix, self.projector, self.pool) for p in m.parameters()):
                 raise ValueError("embedding_norm standardises the pooled embedding with statistics of groups of clips: the "
                                  "path to it must have no learned weights (layer_mix last or concat, projector_dim 0, "
-                                 f"pooling {'/'.join(PARAMETER_FREE_POOLINGS)})")
-            # statistics for a clip heard alone: the training groups' average (set by train.py, saved with the weights)
+                                 f"pooling {'/'.join(PARAMETER_FREE_POOLINGS)}); a head with learned weights there "
+                                 "adapts with embedding_norm posthoc")
+            # statistics for a clip heard alone: the training groups' average (set by train.py, saved with the weights);
+            # with posthoc, the training clips' own, the scale the head learned on
             self.register_buffer("embedding_mean", torch.zeros(self.pool.output_dim))
             self.register_buffer("embedding_std", torch.ones(self.pool.output_dim))
             # where calm (neutral) speech sits in a standardised group, on average: a user's few seconds of calm speech
@@ -202,13 +205,17 @@ class EmotionClassifier(PreTrainedModel):
 
         With embedding_norm, each embedding is standardised with its group's statistics (F,) or (B, F) when given
         (a corpus, speaker, folder or user: the adapted mode), else with the training groups' average kept in the
-        checkpoint (a clip judged alone).
+        checkpoint (a clip judged alone). With embedding_norm posthoc (a head trained on raw embeddings), the
+        standardised embedding is then put back on the training clips' scale, the one the head learned on: alone, that
+        leaves the embedding as it is.
         """
         raw = embeddings
         if self.normalizes:
             mean = self.embedding_mean if embedding_mean is None else embedding_mean.to(embeddings)
             std = self.embedding_std if embedding_std is None else embedding_std.to(embeddings)
             embeddings = (embeddings - mean) / std
+            if self.config.embedding_norm == "posthoc":
+                embeddings = self.embedding_mean + self.embedding_std * embeddings
         logits = self.classifier(self.dropout(embeddings))
         return logits / self.temperature(raw, "adapted" if embedding_mean is not None else "alone")
 

@@ -56,7 +56,8 @@ class EmotionConfig(PretrainedConfig):
         key_beta: float = 5.0,               # keyseg_cnn_bilstm: K = 1 + adjacent-segment distances above beta x mean
         image_model: str | None = None,      # image CNN architecture (None: efficientnet-b0 / resnet-18), see models/
         image_weights: str | None = None,    # source of the image CNN's first weights (None: random)
-        embedding_norm: str = "none",        # none | corpus | speaker: training standardised the pooled embedding per group
+        embedding_norm: str = "none",        # none | all | corpus | speaker: training standardised the pooled embedding
+                                             # per group; posthoc: a head trained on raw embeddings adapts afterwards
         calibration_temperature: float = 1.0,  # logits are divided by it (fit on held-out corpora: calibrated probabilities)
         unsure_below: float | None = None,   # a top probability under this is reported as unsure (from held-out data)
         calibration: dict | None = None,     # per mode ("alone", "adapted"): {"intercept", "slope", "unsure_below"}: log T =
