@@ -144,6 +144,15 @@ def pooled_embeddings(model, cached: list[np.ndarray], batch_size: int = 32) -> 
     return out
 
 
+def keep_statistics(model, embeddings: np.ndarray, rows, mean: np.ndarray, std: np.ndarray) -> None:
+    """Store in the model the statistics a clip heard alone is judged with, and where calm speech sits from its
+    speaker's mean (computed on the training clips' `embeddings` and `rows`)."""
+    model.embedding_mean.copy_(torch.from_numpy(mean))
+    model.embedding_std.copy_(torch.from_numpy(std))
+    model.neutral_offset.copy_(torch.from_numpy(neutral_offset(
+        embeddings, [r.speaker for r in rows], np.array([r.label == "neutral" for r in rows]), std)))
+
+
 def embedding_datasets(model, embedded: np.ndarray, variants: list[np.ndarray], data, label_ids, train_idx, norm: str,
                        alone: bool = False):
     """Return make(idx, mode) -> EmbeddingsDataset and make_train(idx) (clean clips and their --augment_variants).
@@ -158,11 +167,7 @@ def embedding_datasets(model, embedded: np.ndarray, variants: list[np.ndarray], 
     if model.normalizes:
         groups = np.array(grouped[norm])
         mean, std = average_statistics(embedded[train_idx], groups[train_idx])
-        model.embedding_mean.copy_(torch.from_numpy(mean))
-        model.embedding_std.copy_(torch.from_numpy(std))
-        is_neutral = np.array([r.label == "neutral" for r in data])[train_idx]
-        speakers = np.array([r.speaker for r in data])[train_idx]
-        model.neutral_offset.copy_(torch.from_numpy(neutral_offset(embedded[train_idx], speakers, is_neutral, std)))
+        keep_statistics(model, embedded[train_idx], [data[i] for i in train_idx], mean, std)
 
     def make(idx, mode: str = norm, sets: tuple = (("", embedded),)):
         vectors = np.concatenate([e[idx] for _, e in sets])
@@ -328,11 +333,7 @@ def posthoc_modes(model, embed, train_idx, test_idx, data) -> tuple[dict, dict]:
     model.eval()
     train = embed(train_idx)
     mean, std = statistics(train)
-    train_rows = [data[i] for i in train_idx]
-    model.embedding_mean.copy_(torch.from_numpy(mean))
-    model.embedding_std.copy_(torch.from_numpy(std))
-    model.neutral_offset.copy_(torch.from_numpy(neutral_offset(
-        train, [r.speaker for r in train_rows], np.array([r.label == "neutral" for r in train_rows]), std)))
+    keep_statistics(model, train, [data[i] for i in train_idx], mean, std)
     by_mode, novelties = {}, {}
     if len(test_idx):
         test, rows = embed(test_idx), [data[i] for i in test_idx]

@@ -141,10 +141,15 @@ def test_a_fully_fine_tuned_encoder_reports_the_adapted_modes(tmp_path, whisper_
                          "--num_train_epochs", "1", "--crop_seconds", "1.5", "--protocol", "fixed",
                          "--test_speakers", "emodb:03", "--max_files", "40", "--output_dir", str(tmp_path / "run"),
                          "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"])
+    assert_reports_both_modes(result, tmp_path / "run")
+
+
+def assert_reports_both_modes(result: dict, run) -> None:
+    """A one-fold run reports UA per mode, headlines the clip judged alone, and its speaker's statistics count."""
     fold = result["folds"][0]
     assert set(fold["normalization"]) == {"none", "speaker", "corpus"}
     assert fold["normalization"]["none"]["ua"] == fold["ua"]  # the headline figure is the clip judged alone
-    logits = np.load(tmp_path / "run" / "test_logits.npz")  # one fold: the run folder itself
+    logits = np.load(run / "test_logits.npz")  # one fold: the run folder itself
     assert np.allclose(logits["logits"], logits["logits_none"])
     assert not np.allclose(logits["logits_none"], logits["logits_speaker"])  # the speaker's statistics change them
 
@@ -160,12 +165,7 @@ def test_a_conv_max_head_adapts_after_training(tmp_path, whisper_path, emodb_row
                          "--embedding_norm", "posthoc", "--num_train_epochs", "2", "--protocol", "fixed",
                          "--test_speakers", "emodb:03", "--max_files", "40", "--save_strategy", "no",
                          "--output_dir", str(run), "--cache_dir", str(tmp_path / "cache"), "--disable_tqdm", "true"])
-    fold = result["folds"][0]
-    assert set(fold["normalization"]) == {"none", "speaker", "corpus"}
-    assert fold["normalization"]["none"]["ua"] == fold["ua"]  # the headline figure is the clip judged alone
-    logits = np.load(run / "test_logits.npz")
-    assert np.allclose(logits["logits"], logits["logits_none"])
-    assert not np.allclose(logits["logits_none"], logits["logits_speaker"])  # the speaker's statistics change them
+    assert_reports_both_modes(result, run)
     model = EmotionClassifier.from_pretrained(run)
     assert model.normalizes and model.config.embedding_norm == "posthoc"
     assert model.embedding_mean.abs().sum() > 0 and not torch.allclose(model.embedding_std, torch.ones_like(model.embedding_std))
