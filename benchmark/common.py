@@ -110,6 +110,9 @@ CNN = ("--backbone", "cnn1d", "--cnn_first_stride", "4", "--pooling", "max", "--
 FINETUNE = ("--encoder_mode", "finetune", "--pooling", "mean", "--layer_mix", "concat", "--classifier_hidden", "0",
             "--head_epochs", "40", "--learning_rate", "1e-3", "--encoder_learning_rate", "5e-5",
             "--per_device_train_batch_size", "16", "--crop_seconds", "4", "--num_train_epochs", "4", "--val_speakers", "0")
+# Fine-tuning top layers on CPU, as benchmark/results/finetune_cached measured: they train from the cached inputs of
+# the frozen ones (train.py's default), in bf16 autocast, on batches of similar lengths: about 5x less work than audio.
+CPU_FINETUNE = ("--bf16", "true", "--use_cpu", "true", "--train_sampling_strategy", "group_by_length")
 
 SYSTEMS = {s.name: s for s in [  # in run order: cheap first, so an interrupted benchmark has the most cells
     System("egemaps_svm", "eGeMAPSv02 + SVM", "baseline"),
@@ -133,11 +136,8 @@ SYSTEMS = {s.name: s for s in [  # in run order: cheap first, so an interrupted 
     System("mel_efficientnet", "EfficientNet-B0 on mel spectrograms (random init), augmented", "ours",
            pinned(("--backbone", "mel_efficientnet", "--crop_seconds", "2", "--augment", "true", "--num_train_epochs", "20")),
            from_scratch=True),
-    # On CPU, as benchmark/results/finetune_cached measured: the top layers train from the cached inputs of the frozen
-    # ones (train.py's default), in bf16 autocast, on batches of similar lengths: about 5x less work than from audio.
     System("whisper_ft_top2", "Whisper-base, top 2 layers fine-tuned after fitting the head (CPU)", "ours",
-           pinned(WHISPER + FINETUNE + ("--trainable_layers", "2", "--bf16", "true", "--use_cpu", "true",
-                                        "--train_sampling_strategy", "group_by_length"))),
+           pinned(WHISPER + FINETUNE + ("--trainable_layers", "2") + CPU_FINETUNE)),
     System("cnn1d_deep", "1-D CNN deep, from scratch", "ours", pinned(CNN + ("--cnn_preset", "deep")),
            from_scratch=True),
     # Every encoder layer trains; the head reads layers 1-6 without a projector, as the shipped default and issue 17's

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmark.common import CPU_FINETUNE
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmark" / "results" / "finetune_cached"
 OUTPUT = "runs/ft_top2_cached_loco"
@@ -33,8 +35,7 @@ RECIPE = ["--corpus", "emodb", "ravdess", "urdu", "ased", "emotiontts_ko",
           "--val_speakers", "0", "--disable_tqdm", "true", "--output_dir", OUTPUT]
 # a fold resumes from its last epoch; progress in the log; bf16 autocast for the two trainable layers and batches of
 # similar lengths (little padding): together about 4x faster on this CPU than float32 random batches
-RUNNING = ["--save_strategy", "epoch", "--logging_steps", "10", "--bf16", "true", "--use_cpu", "true",
-           "--train_sampling_strategy", "group_by_length"]
+RUNNING = ["--save_strategy", "epoch", "--logging_steps", "10", *CPU_FINETUNE]
 ORDER = (0, 3, 1, 4, 2)  # smallest training set first
 MODES = {"alone": "none", "adapted": "speaker"}  # the benchmark's names for train.py's test modes
 
