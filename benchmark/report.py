@@ -540,8 +540,8 @@ def speed_lines(speed: dict, png: Path | None = None) -> list[str]:
                   "2 s clip once took 2.5 s with 2 threads and 0.1 s with 1 here). `python -m benchmark.speed` on an idle machine, one thread per core, "
                   "gives the 2-core figures the RTF aim refers to.", ""]
     if stand_ins:
-        lines += [f"> `checkpoints/` had no checkpoint yet: {', '.join(stand_ins)} are one-epoch stand-ins with the "
-                  "default models' architectures (same backbone, head and sizes; speed does not depend on how well "
+        lines += [f"> `checkpoints/` held no checkpoint of {', '.join(stand_ins)}: timed as one-epoch stand-ins with the "
+                  "models' architectures (same backbone, head and sizes; speed does not depend on how well "
                   "the weights are trained).", ""]
     if png:
         lines += [f"![RTF per system; inference time and memory against clip length]({png.name})", ""]

@@ -285,8 +285,10 @@ def measure_finetune(args: SpeedArguments, work: Path) -> dict:
                 "--output_dir", str(out), "--disable_tqdm", "true", "--log_level", "warning"])
     seconds = read_json(out / "metrics.json")["train_seconds"]
     shutil.rmtree(out, ignore_errors=True)
+    precision = ("bf16 autocast (CPU), the two layers trained from the frozen layers' cached outputs"
+                 if "--bf16" in flags else "float32 (CPU)")
     return {"samples": files, "seconds": seconds, "samples_per_s": files / seconds, "crop_seconds": 4.0,
-            "precision": "float32 (CPU)"}
+            "precision": precision}
 
 
 def length_probe(system: str, checkpoint: str | None, seconds: float, reps: int, clips: int, threads: int,
