@@ -29,7 +29,7 @@ bench --protocols loco --systems whisper_lw_mean_shipped whisper_linear_std whis
     whisper_linear_speakernorm whisper_linear_std_balanced whisper_linear_std_smooth whisper_linear_std_l1_aug
 bench --systems "${heads[@]}" --protocols loco loco_six
 # 4. the top two encoder layers fine-tuned on CPU from the frozen layers' cached outputs, in bf16
-#    (benchmark.common.CPU_FINETUNE): 5-11 minutes a URDU or cross-corpus cell (runs table of docs/benchmarks.md)
+#    (benchmark.common.CPU_FINETUNE): 5-25 minutes a within- or cross-corpus cell, about 25 minutes a LOCO fold
 bench --systems whisper_ft_top2
 # 5. from scratch, on audio: 15-90 minutes a cell (cnn1d_deep about 3 hours over four protocols)
 bench --systems cnn1d_light mfcc_lstm logmel_cnn
