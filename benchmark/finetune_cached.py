@@ -21,9 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmark.common import CPU_FINETUNE
+from benchmark.common import CPU_FINETUNE, ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmark" / "results" / "finetune_cached"
 OUTPUT = "runs/ft_top2_cached_loco"
 RECIPE = ["--corpus", "emodb", "ravdess", "urdu", "ased", "emotiontts_ko",
