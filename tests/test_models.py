@@ -47,6 +47,19 @@ def test_pooling_ignores_padding(pooling):
     assert torch.allclose(pool(frames, mask[:, :5]), pool(padded, mask), atol=1e-5)
 
 
+def test_conv_max_channels_below_zero_everywhere_still_learn():
+    """A channel negative on every frame must still pass gradient, or the head can die into answering one emotion."""
+    torch.manual_seed(0)
+    pool = POOLINGS["conv_max"](8, 4)
+    with torch.no_grad():
+        pool.conv.bias.fill_(-100.0)  # every channel below zero on every frame
+    frames, mask = torch.randn(2, 6, 8), torch.ones(2, 6, dtype=torch.bool)
+    out = pool(frames, mask)
+    assert not torch.allclose(out[0], out[1])  # the answer still depends on the clip
+    out.sum().backward()
+    assert pool.conv.weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("backbone, pooling, layer_mix", [
     ("cnn1d", "max", "last"), ("cnn1d", "conv_max", "last"), ("whisper", "attention", "weighted"),
     ("whisper", "max", "concat"),
