@@ -63,7 +63,12 @@ class AttentionPool(nn.Module):
 
 
 class ConvMaxPool(nn.Module):
-    """A temporal convolution over the frames, then the max over real frames."""
+    """A temporal convolution over the frames, then the max over real frames.
+
+    Leaky, not plain ReLU: with ReLU every channel could go negative on every clip early in training (lr 1e-3), after
+    which no gradient reaches the convolution and the head answers one emotion for every clip, as 2 of 5 RAVDESS folds
+    of `whisper_cat_conv_max` did (UA 0.125, 8 classes).
+    """
 
     def __init__(self, dim: int, channels: int = 256, kernel_size: int = 5):
         super().__init__()
@@ -73,7 +78,7 @@ class ConvMaxPool(nn.Module):
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # Zeroed padding looks to the convolution exactly like its own zero padding of a lone clip.
         hidden = hidden.masked_fill(~mask[..., None], 0.0).transpose(1, 2)  # (B, D, T)
-        frames = torch.relu(self.conv(hidden)).transpose(1, 2)  # (B, T, C)
+        frames = nn.functional.leaky_relu(self.conv(hidden)).transpose(1, 2)  # (B, T, C)
         return MaxPool(self.output_dim)(frames, mask)
 
 
