@@ -71,7 +71,7 @@ def unsure_threshold(probs: np.ndarray, labels: Sequence[int]) -> float:
     grid = np.linspace(0.0, 1.0, 201)
     accuracy = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(confidence, correct).predict(grid)
     above = np.nonzero(accuracy >= 0.5)[0]
-    return float(grid[above[0]]) if len(above) else 1.0
+    return round(float(grid[above[0]]), 3) if len(above) else 1.0  # a grid step of 0.005: 0.57, not 0.5700000000000001
 
 
 def calibrate_folds(fold_logits: dict[str, np.ndarray], fold_labels: dict[str, np.ndarray]) -> dict:
