@@ -117,14 +117,19 @@ def label_set(results: Path, system: str) -> dict | None:
     return out
 
 
-def export_cell(cell: Path, record: Path, runs: list[dict] | None = None) -> Path | None:
+def export_cell(cell: Path, record: Path, runs: list[dict] | None = None, partial: bool = False) -> Path | None:
     """Write the committed JSON of a finished (or failed) run folder `cell` (results/SYSTEM/PROTOCOL) into `record`;
-    return its path, or None when the cell has not finished."""
+    return its path, or None when the cell has not finished. partial: also a cell stopped after some folds (status
+    "interrupted"; benchmark.carry)."""
+    from benchmark.carry import note as carried_note
+
     cell = Path(cell)
     bench = read_json(cell / "bench.json")
     metrics = read_json(cell / "metrics.json")
     status = bench.get("status", "done" if metrics.get("summary") else None)
-    if status not in ("done", "failed"):
+    if partial and status not in ("done", "failed"):
+        status = "interrupted"
+    elif status not in ("done", "failed"):
         return None
     system, protocol = cell.parent.name, cell.name  # where the folder is says what it is (bench.json may be a copy's)
     folds = fold_metrics(cell)
@@ -146,8 +151,9 @@ def export_cell(cell: Path, record: Path, runs: list[dict] | None = None) -> Pat
         out["reason"] = bench.get("reason", "")
     if bench.get("trained_outside_bench"):
         out["trained_outside_bench"] = True
-    if bench.get("note"):  # benchmark.run's SER_BENCH_NOTE: shown under the tables
-        out["note"] = bench["note"]
+    notes = [bench.get("note"), carried_note(cell)]  # benchmark.run's SER_BENCH_NOTE; folds trained elsewhere
+    if any(notes):  # shown under the tables
+        out["note"] = "; ".join(n for n in notes if n)
     out["n_folds"] = bench.get("n_folds", len(reports or []))
     out["fold_test_speakers"] = bench.get("fold_test_speakers")
     out["fold_sizes"] = bench.get("fold_sizes")

@@ -8,8 +8,9 @@
 Each system x protocol cell is a train.py run folder (or, for a baseline, a folder with the same
 metrics.json layout) under --results (default runs/bench/SYSTEM/PROTOCOL), so an interrupted
 benchmark continues where it stopped when started again with the same command: finished cells and
-finished folds are kept. Delete a cell's folder to run it again. Run folders are not committed: as
-each cell finishes, its figures go into the record (--record, default benchmark/results/cells/
+finished folds are kept (on a fresh machine too, once `python -m benchmark.carry` has put them in the
+record). Delete a cell's folder to run it again. Run folders are not committed: as each cell finishes,
+its figures go into the record (--record, default benchmark/results/cells/
 SYSTEM__PROTOCOL.json, committed; benchmark/record.py) and the document is rewritten from the record
 (benchmark.report); cells without a record say why.
 """
@@ -27,6 +28,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmark import carry
 from benchmark.common import (HUB_ENCODERS, PROTOCOLS, ROOT, SYSTEMS, WHISPER_BASE, Protocol, System, all_systems,
                               fold_speakers, machine, now, paths, prepare, read_json, write_json)
 from benchmark.record import QUICK_RECORD, RECORD, cell_path, export_cell
@@ -147,6 +149,8 @@ def run_cell(system: System, protocol: Protocol, prepared, args: RunArguments, r
         cell.mkdir(parents=True, exist_ok=True)
         write_json(cell / "bench.json", {**info, "status": "skipped", "reason": "needs a GPU (none was lent to this task)"})
         return "skipped"
+    if system.family != "baseline":
+        carry.restore(cell, record, info["command"])  # folds finished on another machine (benchmark.carry)
     if cell_done(cell, len(chosen)):
         print(f"== {system.name} x {protocol.name}: done before, kept")
         if not (cell / "bench.json").exists():  # trained by the cell's own train.py command, outside benchmark.run
@@ -184,6 +188,7 @@ def run_cell(system: System, protocol: Protocol, prepared, args: RunArguments, r
                                       "cpu_seconds": time.process_time() - cpu, "finished": now(),
                                       "load_end": list(os.getloadavg())})
     export_cell(cell, record, read_json(record / "runs.json").get("runs", []))
+    carry.drop(record, system.name, protocol.name)
     return "done"
 
 

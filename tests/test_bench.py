@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark import common, record, report, run, speed
+from benchmark import carry, common, record, report, run, speed
 from conftest import require
 from data.corpora import corpora_root
 
@@ -108,7 +108,11 @@ def test_report_rebuilds_from_the_committed_record():
     training, no corpora, nothing read from the machine): rebuilt, it is the same byte for byte."""
     assert report.render(record.RECORD, common.DOC) == common.DOC.read_text()
     cells = record.read_cells(record.RECORD)
-    assert all(c["status"] in ("done", "failed") and c["command"] and c["commit"] for c in cells.values())
+    assert all(c["status"] in ("done", "failed", "interrupted") and c["command"] and c["commit"] for c in cells.values())
+    for (system, protocol), cell in cells.items():  # a cell stopped half-way has its finished folds in the record
+        carried = carry.carried_folder(record.RECORD, system, protocol)
+        assert (cell["status"] == "interrupted") == carried.exists(), (system, protocol)
+        assert cell["status"] != "interrupted" or len(list(carried.glob("fold_*/metrics.json"))) == len(cell["folds"])
     assert all(record.cell_path(record.RECORD, *key).stat().st_size < 64_000 for key in cells)  # small files
 
 
@@ -140,6 +144,39 @@ def test_a_cell_record_round_trips_into_the_tables(tmp_path):
     assert report.summarize(state["reports"])["pooled"]["ua"] == pytest.approx(0.9)
     assert record.export_cell(tmp_path / "results" / "egemaps_svm" / "loco", tmp_path / "record") is None  # not run
     assert "- `egemaps_svm` on EmoDB LOSO: on re-encoded audio" in report.render(tmp_path / "record", tmp_path / "d.md")
+
+
+def test_a_cell_stopped_half_way_goes_on_from_the_record_on_a_fresh_machine(tmp_path, corpora):
+    """benchmark.carry keeps the finished folds of an unfinished cell in the record; on a machine without the run
+    folder, benchmark.run restores them, trains only the missing fold, and the record says which fold came from where."""
+    results = tmp_path / "results"
+    argv = ["--quick", "--systems", "cnn1d_light", "--protocols", "emodb_loso", "--results", str(results),
+            "--doc", str(tmp_path / "benchmarks.md"), "--cache_dir", str(tmp_path / "cache"), "--speed", "no"]
+    run.main(argv)
+    cell, kept = results / "cnn1d_light" / "emodb_loso", results / run.QUICK_RECORD
+    full = json.loads(record.cell_path(kept, "cnn1d_light", "emodb_loso").read_text())
+    bench = json.loads((cell / "bench.json").read_text())
+    (cell / "bench.json").write_text(json.dumps({**bench, "status": "running", "commit": "0ldc0de"}))
+    shutil.rmtree(cell / "fold_01")  # stopped while training the second fold
+    (cell / "metrics.json").unlink()
+    record.cell_path(kept, "cnn1d_light", "emodb_loso").unlink()
+    carry.main(["--results", str(results), "--record", str(kept), "--doc", str(tmp_path / "benchmarks.md")])
+    carried = carry.carried_folder(kept, "cnn1d_light", "emodb_loso")
+    assert sorted(p.name for p in (carried / "fold_00").iterdir()) == sorted(carry.FILES)  # no checkpoint: small
+    partial = json.loads(record.cell_path(kept, "cnn1d_light", "emodb_loso").read_text())
+    assert partial["status"] == "interrupted" and partial["folds"] == full["folds"][:1]
+    assert "(1/2 folds, interrupted)" in (tmp_path / "benchmarks.md").read_text()
+
+    shutil.rmtree(results / "cnn1d_light")  # a fresh machine: the record only
+    run.main(argv)
+    assert not (cell / "fold_00" / "model.safetensors").exists()  # restored, not trained again
+    assert (cell / "fold_01" / "model.safetensors").exists()
+    done = json.loads(record.cell_path(kept, "cnn1d_light", "emodb_loso").read_text())
+    assert done["status"] == "done" and done["folds"][0] == full["folds"][0] and len(done["folds"]) == 2
+    assert done["note"].startswith("fold(s) 0 trained at commit 0ldc0de")
+    assert done["commit"] != "0ldc0de" and not carried.exists()  # the record holds them now
+    (cell / "bench.json").write_text(json.dumps({**bench, "command": "python train.py --other"}))
+    assert carry.restore(cell, kept, bench["command"]) == []  # nothing carried is left to restore
 
 
 def test_folds_match_train_py(corpora):
