@@ -231,10 +231,13 @@ def reproduce_section(runs: list[dict]) -> list[str]:
              "python -m benchmark.speed            # speed and scale only (uses checkpoints/)",
              "python -m benchmark.report           # rewrite this document from the record (benchmark/results)",
              "python -m benchmark.record           # re-export finished run folders of runs/bench into the record",
+             "python -m benchmark.carry            # keep the finished folds of unfinished cells in the record",
              "```", "",
              "`benchmark.run` trains in `runs/bench/SYSTEM/PROTOCOL` (checkpoints, predictions: not committed) and, "
              "as each cell finishes, writes its figures to `benchmark/results/cells/SYSTEM__PROTOCOL.json` "
-             "(committed) and rewrites this document from those files.", "",
+             "(committed) and rewrites this document from those files. A cell stopped half-way shows the folds it has "
+             "(\"3/5 folds, interrupted\") once `benchmark.carry` has kept them in `benchmark/results/carried/`; "
+             "`benchmark.run` on a fresh checkout restores them and trains only the missing folds.", "",
              "Cost on this 2-core machine when nothing else runs (2026-11-21, the archived record): 2.5 to 9 minutes per frozen-Whisper "
              "cell once the encoder outputs are cached (filling the cache for all of ../shared: about 0.06 s per "
              "clip, a few minutes), 14 minutes for `cnn1d_light` on EmoDB LOSO, seconds for the baselines once their "
