@@ -5,7 +5,9 @@
 #   OMP_NUM_THREADS=1 STOP_AT=13:05 nohup nice -n 15 scripts/bench_record.sh > runs/bench_record.log 2>&1 &
 #
 # STOP_AT (HH:MM, its next occurrence, or YYYY-MM-DDTHH:MM, local time): start no new cell after it. Commit benchmark/results and
-# docs/benchmarks*.{md,png} as cells finish: runs/ is not committed.
+# docs/benchmarks*.{md,png} as cells finish: runs/ is not committed. Before the machine goes away (a session's end),
+# stop it and run `python -m benchmark.carry`, then commit benchmark/results: the finished folds of the cell it was
+# in are kept there, and the script on a fresh checkout trains only the folds still missing.
 set -u
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # the 2 cores are shared: one torch thread
