@@ -14,12 +14,11 @@ which folds were carried and the commit that trained them; its carried folder is
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
 from benchmark.common import read_json, write_json
-from benchmark.record import RECORD, cell_path, export_cell
+from benchmark.record import arguments, cell_path, export_cell
 
 FILES = ("metrics.json", "predictions.csv", "test_logits.npz")  # what train.py reads of a finished fold
 CARRIED = "carried.json"  # in a run folder: which folds came from elsewhere, and from which commit
@@ -104,12 +103,7 @@ def drop(record: Path, system: str, protocol: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.carry", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", default="runs/bench", help="results folder of benchmark.run (default runs/bench)")
-    parser.add_argument("--record", default=str(RECORD), help="record folder (default benchmark/results)")
-    parser.add_argument("--doc", help="document to rewrite afterwards (default docs/benchmarks.md)")
-    args = parser.parse_args(argv)
+    args = arguments("python -m benchmark.carry", __doc__, argv)
     written = save(Path(args.results), Path(args.record))
     for folder in written:
         print(f"kept {len(list(folder.glob('fold_*')))} finished fold(s) in {folder}")

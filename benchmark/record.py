@@ -197,13 +197,18 @@ def export_all(results: Path, record: Path) -> list[Path]:
     return written
 
 
-def main(argv: list[str] | None = None) -> list[Path]:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.record", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(prog: str, doc: str, argv: list[str] | None) -> argparse.Namespace:
+    """Parse the flags of a command that reads a results folder and writes the record and the document."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="runs/bench", help="results folder of benchmark.run (default runs/bench)")
     parser.add_argument("--record", default=str(RECORD), help="record folder (default benchmark/results)")
     parser.add_argument("--doc", help="document to rewrite afterwards (default docs/benchmarks.md)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    args = arguments("python -m benchmark.record", __doc__, argv)
     written = export_all(Path(args.results), Path(args.record))
     print(f"exported {len(written)} cell(s) into {args.record}/cells")
     from benchmark.common import DOC
