@@ -10,7 +10,8 @@ over folds). This command copies them into RECORD/carried/SYSTEM/PROTOCOL/fold_N
 writes the cell's record with the folds it has (the document shows "3/5 folds, interrupted") unless a complete
 record is there already. benchmark.run copies them back when it starts the cell with the same train.py command;
 train.py keeps a fold whose metrics.json exists, so only the missing folds train. The finished cell's record notes
-which folds were carried and the commit that trained them; its carried folder is then removed.
+which folds were carried and the commit that trained them; its carried folder is then removed. A cell resumed on the
+machine that ran it keeps its finished folds in place, and its record names their commit the same way.
 """
 from __future__ import annotations
 
@@ -83,6 +84,18 @@ def restore(cell: Path, record: Path, command: str) -> list[str]:
     return restored
 
 
+def remember(cell: Path) -> None:
+    """Before a new run of `cell` overwrites its bench.json: note the folds that the earlier run there finished (on
+    this machine, not carried), with that run's commit, so that the record does not credit them to the new one."""
+    cell = Path(cell)
+    earlier = read_json(cell / "bench.json")
+    trained = read_json(cell / CARRIED).get("trained", {})
+    kept = {f.name: {"commit": earlier.get("commit"), "started": earlier.get("started")}
+            for f in finished_folds(cell) if f.name not in trained}
+    if kept and earlier.get("commit"):
+        write_json(cell / CARRIED, {"trained": {**trained, **kept}})
+
+
 def note(cell: Path) -> str:
     """Return what the record of `cell` says of folds trained elsewhere ('' when none were)."""
     by_run = {}
@@ -90,7 +103,8 @@ def note(cell: Path) -> str:
         by_run.setdefault((run.get("commit"), run.get("started")), []).append(str(int(fold.removeprefix("fold_"))))
     parts = [f"fold(s) {', '.join(folds)} trained at commit {commit} (started {started})"
              for (commit, started), folds in by_run.items()]
-    return ("; ".join(parts) + ", carried over from an earlier run (benchmark.carry); the other folds at the cell's "
+    return ("; ".join(parts) + ", by an earlier run (kept on this machine or carried by benchmark.carry); the other folds at the "
+            "cell's "
             "commit" if parts else "")
 
 

@@ -162,6 +162,7 @@ def run_cell(system: System, protocol: Protocol, prepared, args: RunArguments, r
             return "registered"
         return "kept"
     cell.mkdir(parents=True, exist_ok=True)
+    carry.remember(cell)  # folds an earlier run finished here keep their own commit in the record
     info.update({"commit": git_commit(), "started": now(), "load_start": list(os.getloadavg()), "machine": machine()})
     write_json(cell / "bench.json", {**info, "status": "running"})
     print(f"== {system.name} x {protocol.name}: {info['command'][:300]}", flush=True)

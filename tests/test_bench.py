@@ -148,7 +148,8 @@ def test_a_cell_record_round_trips_into_the_tables(tmp_path):
 
 def test_a_cell_stopped_half_way_goes_on_from_the_record_on_a_fresh_machine(tmp_path, corpora):
     """benchmark.carry keeps the finished folds of an unfinished cell in the record; on a machine without the run
-    folder, benchmark.run restores them, trains only the missing fold, and the record says which fold came from where."""
+    folder, benchmark.run restores them, trains only the missing fold, and the record says which fold came from where
+    (also when the cell goes on where it stopped, with its folds in place)."""
     results = tmp_path / "results"
     argv = ["--quick", "--systems", "cnn1d_light", "--protocols", "emodb_loso", "--results", str(results),
             "--doc", str(tmp_path / "benchmarks.md"), "--cache_dir", str(tmp_path / "cache"), "--speed", "no"]
@@ -156,10 +157,19 @@ def test_a_cell_stopped_half_way_goes_on_from_the_record_on_a_fresh_machine(tmp_
     cell, kept = results / "cnn1d_light" / "emodb_loso", results / run.QUICK_RECORD
     full = json.loads(record.cell_path(kept, "cnn1d_light", "emodb_loso").read_text())
     bench = json.loads((cell / "bench.json").read_text())
-    (cell / "bench.json").write_text(json.dumps({**bench, "status": "running", "commit": "0ldc0de"}))
-    shutil.rmtree(cell / "fold_01")  # stopped while training the second fold
-    (cell / "metrics.json").unlink()
-    record.cell_path(kept, "cnn1d_light", "emodb_loso").unlink()
+
+    def stop_in_second_fold():
+        (cell / "bench.json").write_text(json.dumps({**bench, "status": "running", "commit": "0ldc0de"}))
+        shutil.rmtree(cell / "fold_01")
+        (cell / "metrics.json").unlink()
+        record.cell_path(kept, "cnn1d_light", "emodb_loso").unlink()
+
+    stop_in_second_fold()
+    run.main(argv)  # the same machine: fold 0 stays in place, and the record says which run trained it
+    resumed = json.loads(record.cell_path(kept, "cnn1d_light", "emodb_loso").read_text())
+    assert resumed["folds"][0] == full["folds"][0] and resumed["note"].startswith("fold(s) 0 trained at commit 0ldc0de")
+
+    stop_in_second_fold()
     carry.main(["--results", str(results), "--record", str(kept), "--doc", str(tmp_path / "benchmarks.md")])
     carried = carry.carried_folder(kept, "cnn1d_light", "emodb_loso")
     assert sorted(p.name for p in (carried / "fold_00").iterdir()) == sorted(carry.FILES)  # no checkpoint: small
