@@ -103,9 +103,8 @@ def note(cell: Path) -> str:
         by_run.setdefault((run.get("commit"), run.get("started")), []).append(str(int(fold.removeprefix("fold_"))))
     parts = [f"fold(s) {', '.join(folds)} trained at commit {commit} (started {started})"
              for (commit, started), folds in by_run.items()]
-    return ("; ".join(parts) + ", by an earlier run (kept on this machine or carried by benchmark.carry); the other folds at the "
-            "cell's "
-            "commit" if parts else "")
+    return ("; ".join(parts) + ", by an earlier run (kept on this machine or carried by benchmark.carry); "
+            "the other folds at the cell's commit" if parts else "")
 
 
 def drop(record: Path, system: str, protocol: str) -> None:
